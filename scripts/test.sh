@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The project's single test command.
+#
+#   ./scripts/test.sh [extra arguments for cargo nextest run / cargo test]
+#
+# 1. makes sure PostgreSQL answers on 127.0.0.1:5432 and Redis on
+#    127.0.0.1:6379, starting the local ones when they are down;
+# 2. exports TEST_DATABASE_URL and TEST_REDIS_URL for the test harness
+#    (tests/common), unless they are already set;
+# 3. runs every target's tests with cargo-nextest, or with `cargo test` when
+#    cargo-nextest is not installed. Doc tests are not run.
+#
+# Set TEST_SKIP_SERVICES=1 to skip step 1, e.g. when TEST_DATABASE_URL and
+# TEST_REDIS_URL point at services managed elsewhere.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf '[test.sh %s] %s\n' "$(date '+%H:%M:%S')" "$*"; }
+die() { printf '[test.sh] error: %s\n' "$*" >&2; exit 1; }
+
+# need COMMAND HINT: fail with a clear message when COMMAND is missing.
+need() {
+    command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed or not on PATH: $2"
+}
+
+# wait_for SECONDS WHAT COMMAND...: poll COMMAND once a second until it succeeds.
+wait_for() {
+    local timeout=$1 what=$2
+    shift 2
+    local waited
+    for ((waited = 0; waited < timeout; waited++)); do
+        if "$@" >/dev/null 2>&1; then
+            log "$what is ready (after ${waited}s)"
+            return 0
+        fi
+        sleep 1
+    done
+    die "$what did not become ready within ${timeout}s"
+}
+
+postgres_ready() { pg_isready -q -h 127.0.0.1 -p 5432; }
+
+redis_ready() { [[ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" == PONG ]]; }
+
+ensure_postgres() {
+    log "checking PostgreSQL on 127.0.0.1:5432"
+    need pg_isready "install the PostgreSQL client tools (Debian: postgresql-client)"
+    if postgres_ready; then
+        log "PostgreSQL is up"
+        return 0
+    fi
+    need pg_ctlcluster "install postgresql-common, or start PostgreSQL on 127.0.0.1:5432 yourself"
+    local clusters=(/etc/postgresql/*/)
+    [[ -d "${clusters[0]}" ]] || die "no PostgreSQL cluster under /etc/postgresql (is the server installed?)"
+    local version
+    version=$(basename "${clusters[0]}")
+    log "PostgreSQL is down; starting cluster $version/main"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start \
+        || die "could not start PostgreSQL cluster $version/main"
+    wait_for 30 "PostgreSQL" postgres_ready
+}
+
+ensure_redis() {
+    log "checking Redis on 127.0.0.1:6379"
+    need redis-cli "install the Redis tools (Debian: redis-tools)"
+    if redis_ready; then
+        log "Redis is up"
+        return 0
+    fi
+    need redis-server "install Redis (Debian: redis-server), or start it on 127.0.0.1:6379 yourself"
+    log "Redis is down; starting redis-server (no persistence)"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+        --dir "${TMPDIR:-/tmp}" \
+        || die "could not start redis-server"
+    wait_for 15 "Redis" redis_ready
+}
+
+if [[ "${TEST_SKIP_SERVICES:-0}" == 1 ]]; then
+    log "TEST_SKIP_SERVICES=1: not checking local services"
+else
+    ensure_postgres
+    ensure_redis
+    # ensure_s3 goes here: the media issue will start s3s-fs (a local S3-protocol server for the tests).
+fi
+
+export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+log "TEST_DATABASE_URL=$TEST_DATABASE_URL"
+log "TEST_REDIS_URL=$TEST_REDIS_URL"
+
+need cargo "install the Rust toolchain (rustup)"
+if cargo nextest --version >/dev/null 2>&1; then
+    log "running: cargo nextest run --all-targets $*"
+    exec cargo nextest run --all-targets "$@"
+else
+    log "cargo-nextest not installed; running: cargo test --all-targets $*"
+    exec cargo test --all-targets "$@"
+fi

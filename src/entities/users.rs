@@ -1,0 +1,142 @@
+//! Users: the `User`/`UserExt` wire models and their SQL.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sqlx::{FromRow, PgExecutor};
+
+use crate::error::Error;
+use crate::functions::ids::UserId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UserCategory {
+    Bot,
+    Unverified,
+}
+
+impl UserCategory {
+    fn parse(s: Option<&str>) -> Option<Self> {
+        match s? {
+            "BOT" => Some(UserCategory::Bot),
+            "UNVERIFIED" => Some(UserCategory::Unverified),
+            _ => None,
+        }
+    }
+}
+
+/// A user's public profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub avatar: Option<String>,
+    pub description: Option<String>,
+    pub category: Option<UserCategory>,
+}
+
+/// User with extended data including handle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserExt {
+    pub id: UserId,
+    pub name: String,
+    pub avatar: Option<String>,
+    pub description: Option<String>,
+    pub category: Option<UserCategory>,
+    /// The user's handle (if claimed)
+    pub handle: Option<String>,
+}
+
+#[derive(FromRow)]
+struct UserExtRow {
+    id: UserId,
+    name: String,
+    avatar: Option<String>,
+    description: Option<String>,
+    category: Option<String>,
+    handle: Option<String>,
+}
+
+impl From<UserExtRow> for UserExt {
+    fn from(r: UserExtRow) -> Self {
+        UserExt {
+            id: r.id,
+            name: r.name,
+            avatar: r.avatar,
+            description: r.description,
+            category: UserCategory::parse(r.category.as_deref()),
+            handle: r.handle,
+        }
+    }
+}
+
+impl From<UserExt> for User {
+    fn from(u: UserExt) -> Self {
+        User {
+            id: u.id,
+            name: u.name,
+            avatar: u.avatar,
+            description: u.description,
+            category: u.category,
+        }
+    }
+}
+
+pub async fn get_ext(db: impl PgExecutor<'_>, id: UserId) -> Result<Option<UserExt>, Error> {
+    let row = sqlx::query_as::<_, UserExtRow>(
+        "SELECT u.id, u.name, u.avatar, u.description, u.category, h.handle \
+         FROM users u LEFT JOIN handles h ON h.user_id = u.id WHERE u.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(UserExt::from))
+}
+
+pub async fn insert(db: impl PgExecutor<'_>, id: UserId, name: &str) -> Result<(), Error> {
+    sqlx::query("INSERT INTO users (id, name) VALUES ($1, $2)")
+        .bind(id)
+        .bind(name)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// A validated profile change: `None` leaves a field unchanged, `Some(None)` clears it.
+#[derive(Debug, Default)]
+pub struct ProfileChange {
+    pub name: Option<String>,
+    pub avatar: Option<Option<String>>,
+    pub description: Option<Option<String>>,
+}
+
+impl ProfileChange {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.avatar.is_none() && self.description.is_none()
+    }
+}
+
+/// Applies a profile change; returns whether the user exists.
+pub async fn update_profile(
+    db: impl PgExecutor<'_>,
+    id: UserId,
+    change: &ProfileChange,
+) -> Result<bool, Error> {
+    let res = sqlx::query(
+        "UPDATE users SET \
+           name = COALESCE($2, name), \
+           avatar = CASE WHEN $3 THEN $4 ELSE avatar END, \
+           description = CASE WHEN $5 THEN $6 ELSE description END \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(change.name.as_deref())
+    .bind(change.avatar.is_some())
+    .bind(change.avatar.clone().flatten())
+    .bind(change.description.is_some())
+    .bind(change.description.clone().flatten())
+    .execute(db)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}

@@ -1,0 +1,269 @@
+//! The one error type of the HTTP surface (spec §2.9): a stable `code`, an HTTP status and a
+//! human-readable message. Every failure, including framework rejections, becomes this JSON body.
+
+use std::borrow::Cow;
+
+use aide::generate::GenContext;
+use aide::openapi::{
+    MediaType, Operation, Response as ApiResponse, SchemaObject, StatusCode as ApiStatus,
+};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// Stable error codes. The wire string is the variant name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+pub enum ErrorCode {
+    InvalidJson,
+    InvalidPathParameter,
+    InvalidQuery,
+    ValidationFailed,
+    PasswordTooShort,
+    PasswordTooLong,
+    InvalidHandle,
+    CustomDomainRequiresVerification,
+    InvalidMediaReference,
+    WrongChannelType,
+    LimitExceeded,
+    CannotTargetSelf,
+    DefaultRoleImmutable,
+    CannotFriendSelf,
+    CannotBlockSelf,
+    CannotFriendBot,
+    NotIncomingRequest,
+    CannotRemove,
+    NotBlocked,
+    InvalidResetToken,
+    Unauthorized,
+    InvalidToken,
+    TokenExpired,
+    SessionRevoked,
+    InvalidRefreshToken,
+    RefreshTokenReused,
+    WrongPassword,
+    InsufficientPermissions,
+    InsufficientRank,
+    Forbidden,
+    BotNotAllowed,
+    Banned,
+    RegistrationDisabled,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    EmailTaken,
+    HandleTaken,
+    AlreadyMember,
+    AlreadyBanned,
+    OwnerCannotLeave,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    UnsupportedFileType,
+    InvalidBody,
+    RateLimited,
+    InternalError,
+    PushDisabled,
+    VoiceUnavailable,
+    ServiceUnavailable,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            InvalidJson
+            | InvalidPathParameter
+            | InvalidQuery
+            | ValidationFailed
+            | PasswordTooShort
+            | PasswordTooLong
+            | InvalidHandle
+            | CustomDomainRequiresVerification
+            | InvalidMediaReference
+            | WrongChannelType
+            | LimitExceeded
+            | CannotTargetSelf
+            | DefaultRoleImmutable
+            | CannotFriendSelf
+            | CannotBlockSelf
+            | CannotFriendBot
+            | NotIncomingRequest
+            | CannotRemove
+            | NotBlocked
+            | InvalidResetToken => StatusCode::BAD_REQUEST,
+            Unauthorized | InvalidToken | TokenExpired | SessionRevoked | InvalidRefreshToken
+            | RefreshTokenReused | WrongPassword => StatusCode::UNAUTHORIZED,
+            InsufficientPermissions
+            | InsufficientRank
+            | Forbidden
+            | BotNotAllowed
+            | Banned
+            | RegistrationDisabled => StatusCode::FORBIDDEN,
+            NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Conflict | EmailTaken | HandleTaken | AlreadyMember | AlreadyBanned
+            | OwnerCannotLeave => StatusCode::CONFLICT,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType | UnsupportedFileType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
+            RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            PushDisabled | VoiceUnavailable | ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// The JSON error body. `field`, `retryAfter` and `requestId` appear only when they apply.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// An error answered to the client.
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub body: ErrorBody,
+}
+
+/// Marks a response as an internal error so the request-id middleware can add `requestId`.
+#[derive(Debug, Clone, Copy)]
+pub struct InternalErrorMarker;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Error {
+            body: ErrorBody {
+                code,
+                message: message.into(),
+                field: None,
+                retry_after: None,
+                request_id: None,
+            },
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.body.code
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.body.field = Some(field.into());
+        self
+    }
+
+    pub fn validation(field: &str, message: impl Into<Cow<'static, str>>) -> Self {
+        Error::new(ErrorCode::ValidationFailed, message).with_field(field)
+    }
+
+    pub fn not_found() -> Self {
+        Error::new(ErrorCode::NotFound, "Not found")
+    }
+
+    pub fn unauthorized() -> Self {
+        Error::new(ErrorCode::Unauthorized, "Authentication required")
+    }
+
+    pub fn rate_limited(retry_after_secs: f64) -> Self {
+        let mut e = Error::new(ErrorCode::RateLimited, "You are being rate limited.");
+        e.body.retry_after = Some((retry_after_secs * 1000.0).ceil() / 1000.0);
+        e
+    }
+
+    pub fn unavailable(message: impl Into<Cow<'static, str>>) -> Self {
+        Error::new(ErrorCode::ServiceUnavailable, message)
+    }
+
+    /// An unexpected failure: logged in full, answered generically.
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error");
+        Error::new(ErrorCode::InternalError, "Internal server error")
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.body.code, self.body.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<sqlx::Error> for Error {
+    /// Database failures never leak their text. Unique violations are conflicts, foreign-key
+    /// violations mean the referenced row vanished; entities map specific constraints first.
+    fn from(err: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &err {
+            match db.kind() {
+                sqlx::error::ErrorKind::UniqueViolation => {
+                    return Error::new(ErrorCode::Conflict, "The resource already exists");
+                }
+                sqlx::error::ErrorKind::ForeignKeyViolation => return Error::not_found(),
+                _ => {}
+            }
+        }
+        Error::internal(err)
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.body.code.status();
+        let retry_after = self.body.retry_after;
+        let internal = self.body.code == ErrorCode::InternalError;
+        let mut res = (status, axum::Json(self.body)).into_response();
+        if let Some(secs) = retry_after {
+            let whole = secs.ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&whole.to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if internal {
+            res.extensions_mut().insert(InternalErrorMarker);
+        }
+        res
+    }
+}
+
+impl aide::OperationOutput for Error {
+    type Inner = ErrorBody;
+
+    fn operation_response(ctx: &mut GenContext, _op: &mut Operation) -> Option<ApiResponse> {
+        let schema = ctx.schema.subschema_for::<ErrorBody>();
+        Some(ApiResponse {
+            description: "An error: `code` is stable, `message` is for display (spec §2.9)".into(),
+            content: [(
+                "application/json".to_string(),
+                MediaType {
+                    schema: Some(SchemaObject {
+                        json_schema: schema,
+                        example: None,
+                        external_docs: None,
+                    }),
+                    ..Default::default()
+                },
+            )]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        })
+    }
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        op: &mut Operation,
+    ) -> Vec<(Option<ApiStatus>, ApiResponse)> {
+        Self::operation_response(ctx, op)
+            .map(|r| vec![(None, r)])
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,423 @@
+//! The event bus (DESIGN.md "One binary, four surfaces"): topics in, one process-wide stream of
+//! subscribed topics' events out. Two backends with the same semantics: in-process (single
+//! instance) and Redis pub/sub (any number of instances). A process holds ONE Redis subscriber
+//! connection multiplexing all topics, plus the pooled connection used for PUBLISH.
+//!
+//! Events are serialised once, at publish, into `{"id","op","data"}`; the gateway splices its
+//! per-session `seq` into those bytes rather than re-serialising.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::functions::ids::{SessionId, UserId};
+
+/// Capacity of the process-wide inbound stream; a receiver that lags behind it must resync.
+const INBOUND_CAPACITY: usize = 65_536;
+const PUBLISH_ATTEMPTS: u32 = 3;
+
+/// A bus topic. Names are informative (spec §8.3); the constructors are the only way to make one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Topic(Arc<str>);
+
+impl Topic {
+    /// Every session of one user (`→self`, `→U(x)`), and control messages about the user.
+    pub fn user(id: UserId) -> Self {
+        Topic(format!("user:{id}").into())
+    }
+    /// A user's profile audience (`→P(x)`): the user's own sessions and everyone who may see the
+    /// profile subscribe to it, so a profile update is one publish.
+    pub fn profile(id: UserId) -> Self {
+        Topic(format!("profile:{id}").into())
+    }
+    /// Control messages for one auth session (revocation closes its sockets).
+    pub fn session(id: SessionId) -> Self {
+        Topic(format!("session:{id}").into())
+    }
+    /// Members of one space.
+    pub fn space(id: Uuid) -> Self {
+        Topic(format!("space:{id}").into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One delivered event: its topic and the serialised `{"id","op","data"}` object.
+#[derive(Debug, Clone)]
+pub struct BusMessage {
+    pub topic: Topic,
+    pub payload: Bytes,
+}
+
+/// What the process-wide stream carries.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    Message(BusMessage),
+    /// The subscriber lost its connection (events may have been missed); consumers must resync.
+    Resync,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, T: Serialize> {
+    id: Uuid,
+    op: &'a str,
+    data: &'a T,
+}
+
+/// Serialises an event once.
+pub fn encode<T: Serialize>(op: &str, data: &T) -> Result<Bytes, serde_json::Error> {
+    serde_json::to_vec(&Envelope {
+        id: Uuid::now_v7(),
+        op,
+        data,
+    })
+    .map(Bytes::from)
+}
+
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    inbound: broadcast::Sender<Inbound>,
+    /// Local subscription counts: a topic is subscribed while its count is above zero.
+    topics: Mutex<HashMap<Topic, usize>>,
+    backend: Backend,
+}
+
+enum Backend {
+    InProcess,
+    Redis {
+        publisher: redis::aio::ConnectionManager,
+        prefix: String,
+        commands: mpsc::UnboundedSender<SubCommand>,
+    },
+}
+
+enum SubCommand {
+    Subscribe(Topic, oneshot::Sender<()>),
+    Unsubscribe(Topic),
+    /// Answered once every earlier command has been applied.
+    Barrier(oneshot::Sender<()>),
+}
+
+impl Bus {
+    pub fn in_process() -> Self {
+        let (inbound, _) = broadcast::channel(INBOUND_CAPACITY);
+        Bus {
+            inner: Arc::new(Inner {
+                inbound,
+                topics: Mutex::new(HashMap::new()),
+                backend: Backend::InProcess,
+            }),
+        }
+    }
+
+    /// Connects the publisher and starts the single subscriber task. `prefix` namespaces topics.
+    pub async fn redis(client: redis::Client, prefix: String) -> redis::RedisResult<Self> {
+        let publisher = client.get_connection_manager().await?;
+        let first = client.get_async_pubsub().await?;
+        let (inbound, _) = broadcast::channel(INBOUND_CAPACITY);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(subscriber_task(
+            client,
+            first,
+            prefix.clone(),
+            rx,
+            inbound.clone(),
+        ));
+        Ok(Bus {
+            inner: Arc::new(Inner {
+                inbound,
+                topics: Mutex::new(HashMap::new()),
+                backend: Backend::Redis {
+                    publisher,
+                    prefix,
+                    commands: tx,
+                },
+            }),
+        })
+    }
+
+    /// The process-wide stream of events on subscribed topics.
+    pub fn inbound(&self) -> broadcast::Receiver<Inbound> {
+        self.inner.inbound.subscribe()
+    }
+
+    /// Subscribes this process to a topic; returns once the subscription is in effect, so an
+    /// event published afterwards (on any instance) is received.
+    pub async fn subscribe(&self, topic: &Topic) {
+        let first = {
+            let mut topics = self.inner.topics.lock().unwrap_or_else(|p| p.into_inner());
+            let n = topics.entry(topic.clone()).or_insert(0);
+            *n += 1;
+            *n == 1
+        };
+        if let Backend::Redis { commands, .. } = &self.inner.backend {
+            let (ack, done) = oneshot::channel();
+            let cmd = if first {
+                SubCommand::Subscribe(topic.clone(), ack)
+            } else {
+                SubCommand::Barrier(ack)
+            };
+            if commands.send(cmd).is_ok() {
+                let _ = done.await;
+            }
+        }
+    }
+
+    pub fn unsubscribe(&self, topic: &Topic) {
+        let last = {
+            let mut topics = self.inner.topics.lock().unwrap_or_else(|p| p.into_inner());
+            match topics.get_mut(topic) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    topics.remove(topic);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last && let Backend::Redis { commands, .. } = &self.inner.backend {
+            let _ = commands.send(SubCommand::Unsubscribe(topic.clone()));
+        }
+    }
+
+    fn is_subscribed(&self, topic: &Topic) -> bool {
+        self.inner
+            .topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(topic)
+    }
+
+    /// Publishes one event. Failures are logged and retried briefly, never returned: the write
+    /// that produced the event has already committed (spec §8.1).
+    pub async fn publish<T: Serialize>(&self, topic: &Topic, op: &str, data: &T) {
+        match encode(op, data) {
+            Ok(payload) => self.publish_raw(topic, payload).await,
+            Err(e) => tracing::error!(%topic, op, error = %e, "event serialisation failed"),
+        }
+    }
+
+    pub async fn publish_raw(&self, topic: &Topic, payload: Bytes) {
+        metrics::counter!("alterego_events_published_total").increment(1);
+        match &self.inner.backend {
+            Backend::InProcess => {
+                if self.is_subscribed(topic) {
+                    let _ = self.inner.inbound.send(Inbound::Message(BusMessage {
+                        topic: topic.clone(),
+                        payload,
+                    }));
+                }
+            }
+            Backend::Redis {
+                publisher, prefix, ..
+            } => {
+                let channel = format!("{prefix}:{topic}");
+                for attempt in 1..=PUBLISH_ATTEMPTS {
+                    let mut conn = publisher.clone();
+                    let res: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(payload.as_ref())
+                        .query_async(&mut conn)
+                        .await;
+                    match res {
+                        Ok(_) => return,
+                        Err(e) if attempt == PUBLISH_ATTEMPTS => {
+                            tracing::error!(%topic, error = %e, "event lost: publish failed");
+                        }
+                        Err(e) => {
+                            tracing::warn!(%topic, error = %e, attempt, "publish failed, retrying");
+                            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt)))
+                                .await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes every event of an outbox in order.
+    pub async fn publish_all(&self, outbox: Outbox) {
+        for (topic, payload) in outbox.events {
+            self.publish_raw(&topic, payload).await;
+        }
+    }
+
+    /// Whether the backend answers (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        match &self.inner.backend {
+            Backend::InProcess => true,
+            Backend::Redis { publisher, .. } => {
+                let mut conn = publisher.clone();
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            }
+        }
+    }
+}
+
+/// Events collected while a transaction runs, published only after it commits.
+#[derive(Default)]
+pub struct Outbox {
+    events: Vec<(Topic, Bytes)>,
+}
+
+impl Outbox {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push<T: Serialize>(&mut self, topic: Topic, op: &str, data: &T) {
+        match encode(op, data) {
+            Ok(payload) => self.events.push((topic, payload)),
+            Err(e) => tracing::error!(%topic, op, error = %e, "event serialisation failed"),
+        }
+    }
+
+    /// Commits the transaction, then publishes. Nothing is published for rolled-back work.
+    pub async fn commit(
+        self,
+        tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        bus: &Bus,
+    ) -> Result<(), sqlx::Error> {
+        tx.commit().await?;
+        bus.publish_all(self).await;
+        Ok(())
+    }
+}
+
+/// Owns the one subscriber connection: applies (un)subscriptions, forwards messages, and on a
+/// lost connection reconnects, re-subscribes everything and tells consumers to resync.
+async fn subscriber_task(
+    client: redis::Client,
+    first: redis::aio::PubSub,
+    prefix: String,
+    mut commands: mpsc::UnboundedReceiver<SubCommand>,
+    inbound: broadcast::Sender<Inbound>,
+) {
+    let channel_prefix = format!("{prefix}:");
+    let mut wanted: HashMap<String, Topic> = HashMap::new();
+    let mut conn = Some(first);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let pubsub = match conn.take() {
+            Some(c) => c,
+            None => match client.get_async_pubsub().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "bus subscriber cannot reconnect to Redis");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let mut healthy = true;
+        for channel in wanted.keys() {
+            if sink.subscribe(channel).await.is_err() {
+                healthy = false;
+                break;
+            }
+        }
+        if healthy {
+            backoff = Duration::from_millis(100);
+        }
+        while healthy {
+            tokio::select! {
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    let res = match cmd {
+                        SubCommand::Subscribe(t, ack) => {
+                            let ch = format!("{channel_prefix}{t}");
+                            let r = sink.subscribe(&ch).await;
+                            wanted.insert(ch, t);
+                            let _ = ack.send(());
+                            r
+                        }
+                        SubCommand::Barrier(ack) => {
+                            let _ = ack.send(());
+                            Ok(())
+                        }
+                        SubCommand::Unsubscribe(t) => {
+                            let ch = format!("{channel_prefix}{t}");
+                            wanted.remove(&ch);
+                            sink.unsubscribe(&ch).await
+                        }
+                    };
+                    healthy = res.is_ok();
+                }
+                msg = stream.next() => {
+                    let Some(msg) = msg else { break };
+                    let Some(topic) = wanted.get(msg.get_channel_name()) else { continue };
+                    let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
+                    let _ = inbound.send(Inbound::Message(BusMessage { topic: topic.clone(), payload }));
+                }
+            }
+        }
+        tracing::warn!("bus subscriber lost its Redis connection; consumers must resync");
+        let _ = inbound.send(Inbound::Resync);
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn in_process_delivers_only_subscribed_topics() {
+        let bus = Bus::in_process();
+        let a = Topic::user(UserId::new());
+        let b = Topic::user(UserId::new());
+        let mut rx = bus.inbound();
+        bus.subscribe(&a).await;
+        bus.publish(&b, "x.ignored", &1).await;
+        bus.publish(&a, "x.seen", &serde_json::json!({"k": 1}))
+            .await;
+        let Inbound::Message(m) = rx.recv().await.unwrap() else {
+            panic!("resync")
+        };
+        assert_eq!(m.topic, a);
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(v["op"], "x.seen");
+        assert_eq!(v["data"]["k"], 1);
+        assert!(v["id"].is_string());
+        bus.unsubscribe(&a);
+        bus.publish(&a, "x.after", &1).await;
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn subscriptions_are_counted() {
+        let bus = Bus::in_process();
+        let t = Topic::profile(UserId::new());
+        bus.subscribe(&t).await;
+        bus.subscribe(&t).await;
+        bus.unsubscribe(&t);
+        assert!(bus.is_subscribed(&t));
+        bus.unsubscribe(&t);
+        assert!(!bus.is_subscribed(&t));
+    }
+}

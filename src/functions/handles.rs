@@ -1,0 +1,113 @@
+//! Handle syntax and the default handle derived at registration (spec §12.4).
+
+/// Candidate default handles for a new user, in the order they are tried: the derived username,
+/// then with 4, 6, 8 and 12 hex digits of the id's random tail.
+pub fn default_candidates(
+    display_name: &str,
+    user_id: uuid::Uuid,
+    handle_domain: &str,
+) -> Vec<String> {
+    let base = derive_username(display_name);
+    let hex = user_id.simple().to_string();
+    let tail = &hex[hex.len() - 12..];
+    let mut out = vec![format!("{base}.{handle_domain}")];
+    for n in [4, 6, 8, 12] {
+        out.push(format!(
+            "{base}-{}.{handle_domain}",
+            &tail[tail.len() - n..]
+        ));
+    }
+    out
+}
+
+/// Lowercase; map anything outside `[a-z0-9_-]` to `-`; collapse `-`; trim `-`/`_`; at most 48
+/// characters; `user` when shorter than 2.
+pub fn derive_username(display_name: &str) -> String {
+    let mut out = String::new();
+    for c in display_name.to_lowercase().chars() {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' {
+            c
+        } else {
+            '-'
+        };
+        if !(c == '-' && out.ends_with('-')) {
+            out.push(c);
+        }
+    }
+    let trimmed: String = out
+        .trim_matches(|c| c == '-' || c == '_')
+        .chars()
+        .take(48)
+        .collect();
+    // Truncation may leave a trailing separator, which the username syntax forbids.
+    let trimmed = trimmed.trim_end_matches(['-', '_']).to_string();
+    if trimmed.chars().count() < 2 {
+        "user".to_string()
+    } else {
+        trimmed
+    }
+}
+
+/// `^[a-z0-9][a-z0-9_-]*[a-z0-9]$`, 2–64 characters.
+pub fn is_valid_username(s: &str) -> bool {
+    let len = s.len();
+    (2..=64).contains(&len)
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && s.as_bytes()
+            .first()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.as_bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derives_usernames() {
+        for (input, want) in [
+            ("Misaka Mikoto", "misaka-mikoto"),
+            ("  --Hello__World!!  ", "hello__world"),
+            ("é", "user"),
+            ("A", "user"),
+            ("ab", "ab"),
+            ("a---b", "a-b"),
+            ("_x_", "user"),
+        ] {
+            assert_eq!(derive_username(input), want, "{input}");
+        }
+        let long = derive_username(&"ab".repeat(40));
+        assert_eq!(long.len(), 48);
+        assert!(is_valid_username(&derive_username("x y z !!! ")));
+    }
+
+    #[test]
+    fn candidates_use_the_random_tail() {
+        let id = uuid::Uuid::parse_str("01890a5d-ac96-774b-bcce-b302099a8057").unwrap();
+        let c = default_candidates("Alice", id, "example.org");
+        assert_eq!(
+            c,
+            [
+                "alice.example.org",
+                "alice-8057.example.org",
+                "alice-9a8057.example.org",
+                "alice-099a8057.example.org",
+                "alice-b302099a8057.example.org",
+            ]
+        );
+    }
+
+    #[test]
+    fn username_syntax() {
+        assert!(is_valid_username("ab"));
+        assert!(is_valid_username("a_b-c9"));
+        assert!(!is_valid_username("a"));
+        assert!(!is_valid_username("-ab"));
+        assert!(!is_valid_username("ab_"));
+        assert!(!is_valid_username("Ab"));
+        assert!(!is_valid_username(&"a".repeat(65)));
+    }
+}

@@ -1,0 +1,76 @@
+//! References from entities to stored media (spec §10.7): relative `store/name.ext`, or absolute
+//! under `MEDIA_PUBLIC_URL`; always stored relative. This checks the form and the store; that the
+//! object exists is checked against the media index by the caller.
+
+use crate::error::{Error, ErrorCode};
+
+/// Normalises a reference to `store/name.ext`, or refuses it.
+pub fn normalize(
+    store: &str,
+    value: &str,
+    media_public_url: &str,
+    field: &str,
+) -> Result<String, Error> {
+    let base = format!("{}/", media_public_url.trim_end_matches('/'));
+    let relative = value.strip_prefix(&base).unwrap_or(value);
+    let refuse = || {
+        Error::new(
+            ErrorCode::InvalidMediaReference,
+            format!("`{field}` must reference an upload in the `{store}` store"),
+        )
+        .with_field(field)
+    };
+    let (s, file) = relative.split_once('/').ok_or_else(refuse)?;
+    let (name, ext) = file.rsplit_once('.').ok_or_else(refuse)?;
+    let name_ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let ext_ok = (1..=8).contains(&ext.len()) && ext.bytes().all(|b| b.is_ascii_alphanumeric());
+    if s != store || !name_ok || !ext_ok {
+        return Err(refuse());
+    }
+    Ok(relative.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "https://api.example.org/media";
+
+    #[test]
+    fn accepts_relative_and_absolute() {
+        assert_eq!(
+            normalize("avatar", "avatar/Ab3_x-Y.png", BASE, "avatar").unwrap(),
+            "avatar/Ab3_x-Y.png"
+        );
+        assert_eq!(
+            normalize(
+                "avatar",
+                "https://api.example.org/media/avatar/abc.png",
+                BASE,
+                "avatar"
+            )
+            .unwrap(),
+            "avatar/abc.png"
+        );
+    }
+
+    #[test]
+    fn refuses_other_stores_and_external_urls() {
+        for bad in [
+            "spaceicon/abc.png",
+            "https://evil.example/avatar/abc.png",
+            "avatar/../x.png",
+            "avatar/abc",
+            "avatar/a/b.png",
+            "avatar/.png",
+            "",
+            "/avatar/abc.png",
+        ] {
+            let e = normalize("avatar", bad, BASE, "avatar").unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidMediaReference, "{bad}");
+        }
+    }
+}

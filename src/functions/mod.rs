@@ -1,0 +1,15 @@
+//! Logic with no HTTP and no SQL in it.
+
+pub mod bus;
+pub mod client_ip;
+pub mod handles;
+pub mod ids;
+pub mod jwt;
+pub mod mail;
+pub mod media_ref;
+pub mod passwords;
+pub mod patch;
+pub mod rate_limit;
+pub mod time;
+pub mod tokens;
+pub mod validation;

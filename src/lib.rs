@@ -1,0 +1,120 @@
+//! alterego: a wire-compatible, hardened Mikoto chat server in one binary.
+//!
+//! [`app`] is the whole HTTP surface; `main` and the integration tests both serve it.
+
+pub mod config;
+pub mod db;
+pub mod entities;
+pub mod error;
+pub mod functions;
+pub mod middlewares;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tower::{Layer, ServiceBuilder};
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::middlewares::request_id::RequestId;
+use crate::middlewares::{metrics, rate_limit, request_id, security};
+use crate::state::AppState;
+
+/// The largest JSON body accepted (spec §2.5).
+pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The router with every layer, before trailing-slash normalisation.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = routes::openapi(routes::api_router());
+    let doc = Arc::new(serde_json::to_vec(&doc).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "OpenAPI document could not be serialised");
+        b"{}".to_vec()
+    }));
+    let api = api
+        .route(
+            "/api.json",
+            get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        )],
+                        doc.as_ref().clone(),
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .route_layer(from_fn_with_state(state.clone(), rate_limit::layer));
+
+    Router::new()
+        .merge(api)
+        .merge(routes::meta::ops_router())
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(from_fn(request_id::layer))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    // The path only: query strings may carry tokens (`/ws?token=`), never logged.
+                    let id = req.extensions().get::<RequestId>().map(|r| r.0.to_string()).unwrap_or_default();
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                }))
+                .layer(from_fn_with_state(state.clone(), security::headers))
+                .layer(security::cors(&state.config))
+                .layer(from_fn(metrics::layer))
+                .layer(from_fn_with_state(state.clone(), security::timeout))
+                .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT)),
+        )
+        .with_state(state)
+}
+
+/// The complete service: trailing slashes are trimmed before routing (spec §2.1).
+pub fn app(state: AppState) -> NormalizePath<Router> {
+    NormalizePathLayer::trim_trailing_slash().layer(router(state))
+}
+
+/// Serves `app` on a bound listener until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    spawn_janitor(state.clone());
+    let service =
+        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app(state));
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Periodic clean-up of rows that can never be used again.
+fn spawn_janitor(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let keep = Duration::from_secs(7 * 86_400);
+            match entities::sessions::purge(&state.db, keep).await {
+                Ok(n) if n > 0 => tracing::info!(sessions = n, "purged dead auth sessions"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "session purge failed"),
+            }
+            if let Err(e) = entities::password_resets::purge_expired(&state.db).await {
+                tracing::warn!(error = %e, "reset-token purge failed");
+            }
+        }
+    });
+}

@@ -1,0 +1,118 @@
+//! The `alterego` command: `serve` (default) or `migrate`.
+
+use std::process::ExitCode;
+
+use alterego::config::{Config, LogFormat};
+use alterego::state::AppState;
+use tracing_subscriber::EnvFilter;
+
+const USAGE: &str = "usage: alterego [serve|migrate]\n\n  serve    run the server (default)\n  migrate  apply database migrations and exit\n\nConfiguration comes from the environment and .env; see .env.example.";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
+    if matches!(command.as_str(), "-h" | "--help" | "help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("alterego: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(&config);
+    let result = match command.as_str() {
+        "serve" => serve(config).await,
+        "migrate" => migrate(config).await,
+        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("alterego: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = EnvFilter::try_new(&config.rust_log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn migrate(config: Config) -> Result<(), String> {
+    let pool = alterego::db::connect(&config.database_url, 2, !config.is_production())
+        .await
+        .map_err(|e| e.to_string())?;
+    alterego::db::migrate(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    if config.jwt_secret_generated {
+        tracing::warn!(
+            "JWT_SECRET is not set: using a random secret; tokens will not survive a restart"
+        );
+    }
+    let pool = alterego::db::connect(
+        &config.database_url,
+        config.database_max_connections,
+        !config.is_production(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if config.automigrate {
+        alterego::db::migrate(&pool)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let bind = config.bind_addr;
+    let state = AppState::new(config, pool, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+    tracing::info!(address = %bind, "alterego listening");
+    let draining = state.clone();
+    alterego::serve(listener, state, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        draining.start_draining();
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,10 @@
+//! Extractors and layers between HTTP and the handlers.
+
+pub mod auth;
+pub mod client_ip;
+pub mod json;
+pub mod metrics;
+pub mod path;
+pub mod rate_limit;
+pub mod request_id;
+pub mod security;

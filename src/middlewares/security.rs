@@ -1,0 +1,85 @@
+//! Response headers every client-facing response gets (spec §2.10): CORS, and the security
+//! headers. A handler that sets its own `Content-Security-Policy` (docs, media) keeps it.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::config::{Config, CorsOrigins};
+use crate::state::AppState;
+
+pub const JSON_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+
+pub fn cors(config: &Config) -> CorsLayer {
+    let origin = match &config.cors_origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => {
+            AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+        }
+    };
+    let names = |list: &[&'static str]| {
+        list.iter()
+            .map(|n| HeaderName::from_static(n))
+            .collect::<Vec<_>>()
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(names(&[
+            "authorization",
+            "content-type",
+            "idempotency-key",
+            "x-request-id",
+        ]))
+        .expose_headers(names(&[
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset-after",
+            "x-ratelimit-bucket",
+            "retry-after",
+            "x-request-id",
+        ]))
+        .max_age(Duration::from_secs(3600))
+}
+
+pub async fn headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return res;
+    }
+    let h = res.headers_mut();
+    let mut set = |name: HeaderName, value: &'static str| {
+        if !h.contains_key(&name) {
+            h.insert(name, HeaderValue::from_static(value));
+        }
+    };
+    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(header::X_FRAME_OPTIONS, "DENY");
+    set(header::REFERRER_POLICY, "strict-origin-when-cross-origin");
+    set(header::CONTENT_SECURITY_POLICY, JSON_CSP);
+    if state.config.is_production() {
+        set(header::STRICT_TRANSPORT_SECURITY, "max-age=63072000");
+    }
+    res
+}
+
+/// Bounds every request's handling time; a request that takes longer gets a JSON 503.
+pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => axum::response::IntoResponse::into_response(crate::error::Error::unavailable(
+            "The request took too long and was cancelled",
+        )),
+    }
+}

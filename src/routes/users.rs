@@ -1,0 +1,100 @@
+//! The caller's own user (spec §4.4 `user.get`, `user.update`).
+
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
+use axum::extract::State;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::entities::users::{self, ProfileChange, UserExt};
+use crate::error::{Error, Result};
+use crate::functions::bus::Topic;
+use crate::functions::patch::nullable;
+use crate::functions::{media_ref, validation};
+use crate::middlewares::auth::Auth;
+use crate::middlewares::json::Json;
+use crate::routes::RouterExt;
+use crate::state::AppState;
+
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new().mikoto_route(
+        "/users/me",
+        get_with(get_me, |o| {
+            o.id("user.get").summary("Get Current User").tag("Users")
+        })
+        .patch_with(update_me, |o| {
+            o.id("user.update").summary("Update User").tag("Users")
+        }),
+    )
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct UserPatch {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schemars(with = "Option<String>")]
+    pub avatar: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schemars(with = "Option<String>")]
+    pub description: Option<Option<String>>,
+}
+
+impl UserPatch {
+    /// Validates into a change: `name: null` means unchanged, `""` description means none.
+    fn validate(self, media_public_url: &str) -> Result<ProfileChange> {
+        let name = self
+            .name
+            .map(|n| validation::display_name("name", &n))
+            .transpose()?;
+        let avatar = self
+            .avatar
+            .map(|a| {
+                a.map(|v| media_ref::normalize("avatar", &v, media_public_url, "avatar"))
+                    .transpose()
+            })
+            .transpose()?;
+        let description = self
+            .description
+            .map(|d| {
+                d.map(|v| validation::description(&v))
+                    .transpose()
+                    .map(Option::flatten)
+            })
+            .transpose()?;
+        Ok(ProfileChange {
+            name,
+            avatar,
+            description,
+        })
+    }
+}
+
+async fn get_me(State(state): State<AppState>, auth: Auth) -> Result<axum::Json<UserExt>> {
+    let user = users::get_ext(&state.db, auth.user_id)
+        .await?
+        .ok_or_else(Error::not_found)?;
+    Ok(axum::Json(user))
+}
+
+async fn update_me(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(patch): Json<UserPatch>,
+) -> Result<axum::Json<UserExt>> {
+    let change = patch.validate(&state.config.media_public_url)?;
+    if !change.is_empty() && !users::update_profile(&state.db, auth.user_id, &change).await? {
+        return Err(Error::not_found());
+    }
+    let user = users::get_ext(&state.db, auth.user_id)
+        .await?
+        .ok_or_else(Error::not_found)?;
+    if !change.is_empty() {
+        // The profile topic reaches the user's own sessions and their profile audience.
+        state
+            .bus
+            .publish(&Topic::profile(auth.user_id), "users.onUpdate", &user)
+            .await;
+    }
+    Ok(axum::Json(user))
+}

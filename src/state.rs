@@ -1,0 +1,84 @@
+//! AppState: everything a handler needs, shared by cheap clones.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::functions::bus::Bus;
+use crate::functions::jwt::JwtKeys;
+use crate::functions::mail::Mailer;
+use crate::functions::passwords::Hasher;
+use crate::functions::rate_limit::RateLimiter;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: PgPool,
+    pub redis: Option<redis::aio::ConnectionManager>,
+    pub bus: Bus,
+    pub limiter: RateLimiter,
+    pub jwt: JwtKeys,
+    pub hasher: Hasher,
+    pub mailer: Mailer,
+    pub metrics: PrometheusHandle,
+    draining: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot connect to Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("bcrypt: {0}")]
+    Bcrypt(#[from] bcrypt::BcryptError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+impl AppState {
+    /// Builds the state on an open pool: connects Redis (when configured) for the bus and the
+    /// rate limiter, otherwise uses their in-process backends.
+    pub async fn new(
+        config: Config,
+        db: PgPool,
+        mailer: Option<Mailer>,
+    ) -> Result<Self, StateError> {
+        let (redis, bus, limiter) = match &config.redis_url {
+            Some(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let conn = client.get_connection_manager().await?;
+                let bus = Bus::redis(client, config.redis_prefix.clone()).await?;
+                let limiter = RateLimiter::redis(conn.clone(), config.redis_prefix.clone());
+                (Some(conn), bus, limiter)
+            }
+            None => (None, Bus::in_process(), RateLimiter::in_memory()),
+        };
+        let mailer = match mailer {
+            Some(m) => m,
+            None => Mailer::from_config(&config)?,
+        };
+        Ok(AppState {
+            jwt: JwtKeys::new(&config.jwt_secret, &config.jwt_issuer),
+            hasher: Hasher::new(config.bcrypt_cost)?,
+            metrics: crate::middlewares::metrics::recorder(),
+            config: Arc::new(config),
+            db,
+            redis,
+            bus,
+            limiter,
+            mailer,
+            draining: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Marks the instance as draining: `/readyz` answers 503 from now on (spec §8.6).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
