@@ -75,7 +75,20 @@ pub async fn refresh(
     ttl: Duration,
     grace: Duration,
 ) -> Result<Refresh, Error> {
+    let digest = tokens::digest(token);
     let mut tx = db.begin().await?;
+    // Lock the family first; the token is read afterwards, in a statement that sees whatever a
+    // concurrent rotation committed while this one waited for the lock.
+    let locked: Option<SessionId> = sqlx::query_scalar(
+        "SELECT s.id FROM auth_sessions s \
+         WHERE s.id = (SELECT session_id FROM refresh_tokens WHERE digest = $1) FOR UPDATE",
+    )
+    .bind(&digest)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if locked.is_none() {
+        return Err(invalid_refresh());
+    }
     let presented: Option<PresentedToken> = sqlx::query_as(
         "SELECT t.session_id, s.user_id, s.revoked_at IS NOT NULL AS revoked, \
                 t.expires_at <= now() AS expired, t.superseded_at, \
@@ -83,9 +96,9 @@ pub async fn refresh(
                  AND NOT EXISTS (SELECT 1 FROM refresh_tokens o WHERE o.session_id = t.session_id \
                                  AND o.superseded_at > t.superseded_at)) AS in_grace \
          FROM refresh_tokens t JOIN auth_sessions s ON s.id = t.session_id \
-         WHERE t.digest = $1 FOR UPDATE OF s",
+         WHERE t.digest = $1",
     )
-    .bind(tokens::digest(token))
+    .bind(&digest)
     .bind(grace.as_secs_f64())
     .fetch_optional(&mut *tx)
     .await?;
@@ -103,7 +116,7 @@ pub async fn refresh(
             ));
         }
         sqlx::query("UPDATE refresh_tokens SET superseded_at = now() WHERE digest = $1")
-            .bind(tokens::digest(token))
+            .bind(&digest)
             .execute(&mut *tx)
             .await?;
         let token = issue_token(&mut tx, p.session_id, ttl).await?;

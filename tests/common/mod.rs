@@ -1,0 +1,451 @@
+//! The integration-test harness: the real server on an ephemeral port, a fresh database cloned
+//! from a migrated template, an isolated Redis namespace, HTTP/WebSocket clients and a bus
+//! capture. Tests run in parallel and never see each other's data.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use alterego::config::Config;
+use alterego::functions::bus::{Inbound, Topic};
+use alterego::functions::mail::Mailer;
+use alterego::state::AppState;
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, PgConnection};
+use tokio::sync::{broadcast, oneshot};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub fn database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, _) = url.rsplit_once('/').unwrap_or((url, ""));
+    format!("{base}/{name}")
+}
+
+/// A template database holding the current migrations, created once per migration set and
+/// shared by every test process (creation is serialised with an advisory lock).
+async fn template_database(admin_url: &str) -> String {
+    let mut hasher = Sha256::new();
+    for m in alterego::db::MIGRATOR.iter() {
+        hasher.update(m.version.to_le_bytes());
+        hasher.update(&m.checksum);
+    }
+    let digest = hasher.finalize();
+    let name = format!(
+        "alterego_tmpl_{}",
+        digest
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .expect("connect to PostgreSQL (is it running?)");
+    sqlx::query("SELECT pg_advisory_lock(7411)")
+        .execute(&mut admin)
+        .await
+        .expect("lock");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await
+            .expect("query");
+    if !exists {
+        let building = format!("{name}_building");
+        let drop = format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)");
+        sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&mut admin)
+            .await
+            .expect("drop stale");
+        let create = format!("CREATE DATABASE \"{building}\"");
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&mut admin)
+            .await
+            .expect("create template");
+        let pool = alterego::db::connect(&with_database(admin_url, &building), 2, false)
+            .await
+            .expect("connect template");
+        alterego::db::migrate(&pool)
+            .await
+            .expect("migrate template");
+        pool.close().await;
+        let rename = format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\"");
+        sqlx::query(sqlx::AssertSqlSafe(rename))
+            .execute(&mut admin)
+            .await
+            .expect("publish template");
+    }
+    sqlx::query("SELECT pg_advisory_unlock(7411)")
+        .execute(&mut admin)
+        .await
+        .expect("unlock");
+    let _ = admin.close().await;
+    name
+}
+
+/// A fresh database for one test.
+async fn fresh_database(admin_url: &str) -> String {
+    let template = template_database(admin_url).await;
+    let name = format!("alterego_test_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = PgConnection::connect(admin_url).await.expect("connect");
+    let create = format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"");
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&mut admin)
+        .await
+        .expect("clone template");
+    let _ = admin.close().await;
+    name
+}
+
+/// The configuration of a test server: production-like, but fast bcrypt and a fixed secret.
+pub fn test_config(database_url: &str, redis: bool) -> Config {
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let mut map: HashMap<&str, String> = HashMap::from([
+        ("DATABASE_URL", database_url.to_string()),
+        (
+            "JWT_SECRET",
+            "test-secret-test-secret-test-secret-0123".into(),
+        ),
+        ("PUBLIC_URL", "http://alterego.test".into()),
+        ("WEB_URL", "http://web.alterego.test".into()),
+        ("HANDLE_DOMAIN", "alterego.test".into()),
+        ("REDIS_PREFIX", prefix),
+        ("AUTOMIGRATE", "false".into()),
+        ("DATABASE_MAX_CONNECTIONS", "5".into()),
+        ("TRUSTED_PROXIES", "127.0.0.1".into()),
+    ]);
+    if redis {
+        map.insert("REDIS_URL", redis_url());
+    }
+    let mut config = Config::from_lookup(|k| map.get(k).cloned()).expect("test config");
+    config.bcrypt_cost = 4;
+    config
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub state: AppState,
+    pub http: reqwest::Client,
+    admin_url: String,
+    db_name: String,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub password: String,
+    pub access: String,
+    pub refresh: String,
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the status and, for errors, the stable code.
+    #[track_caller]
+    pub fn expect(&self, status: u16, code: Option<&str>) -> &Self {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        if let Some(code) = code {
+            assert_eq!(
+                self.body["code"], code,
+                "unexpected code; body: {}",
+                self.text
+            );
+            assert!(
+                self.body["message"].is_string(),
+                "error without message: {}",
+                self.text
+            );
+        }
+        self
+    }
+}
+
+/// A random address in 10.0.0.0/8.
+pub fn random_ip() -> String {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    format!("10.{}.{}.{}", b[0], b[1], b[2])
+}
+
+impl TestApp {
+    /// A server with Redis (bus, rate limits) in its own namespace.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(true, |_| {}).await
+    }
+
+    /// A server whose configuration the test adjusts; `redis: false` uses in-process backends.
+    pub async fn spawn_with(redis: bool, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let admin_url = database_url();
+        let db_name = fresh_database(&admin_url).await;
+        let mut config = test_config(&with_database(&admin_url, &db_name), redis);
+        adjust(&mut config);
+        let pool =
+            alterego::db::connect(&config.database_url, config.database_max_connections, false)
+                .await
+                .expect("connect test database");
+        let state = AppState::new(config, pool, Some(Mailer::memory()))
+            .await
+            .expect("state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let server_state = state.clone();
+        tokio::spawn(async move {
+            let _ = alterego::serve(listener, server_state, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            state,
+            http: reqwest::Client::builder().build().expect("client"),
+            admin_url,
+            db_name,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a request; `body: None` sends no body and no content type.
+    ///
+    /// Each request comes from a random client IP (the test server trusts 127.0.0.1 as a proxy),
+    /// so the per-IP rate limits never interfere with tests that are not about them.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .header("x-forwarded-for", random_ip());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Self::read(req.send().await.expect("request")).await
+    }
+
+    pub async fn read(res: reqwest::Response) -> Resp {
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+        self.call(Method::PATCH, path, token, Some(body)).await
+    }
+
+    /// Registers a user named `name` with a unique email.
+    pub async fn register(&self, name: &str) -> TestUser {
+        let email = format!(
+            "{}-{}@example.org",
+            name.to_lowercase().replace(' ', "-"),
+            uuid::Uuid::now_v7().simple()
+        );
+        let r = self
+            .post(
+                "/account/register",
+                None,
+                json!({"email": email, "name": name, "password": PASSWORD}),
+            )
+            .await;
+        r.expect(200, None);
+        let access = r.body["accessToken"]
+            .as_str()
+            .expect("accessToken")
+            .to_string();
+        let refresh = r.body["refreshToken"]
+            .as_str()
+            .expect("refreshToken")
+            .to_string();
+        let me = self.get("/users/me", Some(&access)).await;
+        me.expect(200, None);
+        TestUser {
+            id: me.body["id"].as_str().expect("id").to_string(),
+            email,
+            name: name.to_string(),
+            password: PASSWORD.to_string(),
+            access,
+            refresh,
+        }
+    }
+
+    /// Starts capturing the bus events of `topics` (subscribed before this returns).
+    pub async fn capture(&self, topics: &[Topic]) -> Capture {
+        let rx = self.state.bus.inbound();
+        for t in topics {
+            self.state.bus.subscribe(t).await;
+        }
+        Capture {
+            rx,
+            topics: topics.to_vec(),
+        }
+    }
+
+    /// The mails the server has sent.
+    pub fn mails(&self) -> Vec<alterego::functions::mail::Mail> {
+        self.state.mailer.sent()
+    }
+
+    /// Waits for the `n`th mail (mail is sent in the background).
+    pub async fn wait_for_mail(&self, n: usize) -> alterego::functions::mail::Mail {
+        for _ in 0..200 {
+            if let Some(m) = self.mails().get(n - 1) {
+                return m.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no mail number {n} within 4 s");
+    }
+
+    /// Opens a WebSocket to `path` (e.g. `/ws`), returning the client or the HTTP refusal.
+    pub async fn ws(
+        &self,
+        path: &str,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        tokio_tungstenite::tungstenite::Error,
+    > {
+        let url = format!("ws://{}{}", self.addr, path);
+        tokio_tungstenite::connect_async(url)
+            .await
+            .map(|(ws, _)| ws)
+    }
+
+    /// A direct connection to this test's database, for assertions on stored state.
+    pub fn db(&self) -> &sqlx::PgPool {
+        &self.state.db
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let (admin_url, name) = (self.admin_url.clone(), self.db_name.clone());
+        // Drop the database from a separate runtime: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async move {
+                    if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                        let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                            .execute(&mut admin)
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// Bus events captured for a test.
+pub struct Capture {
+    rx: broadcast::Receiver<Inbound>,
+    topics: Vec<Topic>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub topic: Topic,
+    pub op: String,
+    pub data: Value,
+}
+
+impl Capture {
+    /// The next captured event on one of the topics, within `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<Captured> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .ok()?;
+            match msg {
+                Ok(Inbound::Message(m)) if self.topics.contains(&m.topic) => {
+                    let v: Value = serde_json::from_slice(&m.payload).expect("event JSON");
+                    return Some(Captured {
+                        topic: m.topic,
+                        op: v["op"].as_str().unwrap_or_default().to_string(),
+                        data: v["data"].clone(),
+                    });
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Asserts the next event is `op` and returns its data.
+    #[track_caller]
+    pub fn expect_op(captured: Option<Captured>, op: &str) -> Captured {
+        let c = captured.unwrap_or_else(|| panic!("expected event {op}, got none"));
+        assert_eq!(c.op, op, "unexpected event: {c:?}");
+        c
+    }
+}
