@@ -1,0 +1,105 @@
+//! Operational endpoints (spec §4.19) and the OpenAPI document.
+
+mod common;
+
+use common::TestApp;
+
+#[tokio::test]
+async fn health_readiness_and_draining() {
+    let app = TestApp::spawn().await;
+    let r = app.get("/healthz", None).await;
+    r.expect(200, None);
+    assert_eq!(r.body["status"], "ok");
+    app.get("/readyz", None).await.expect(200, None);
+    app.state.start_draining();
+    app.get("/readyz", None)
+        .await
+        .expect(503, Some("ServiceUnavailable"));
+    app.get("/healthz", None).await.expect(200, None);
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_database_is_gone() {
+    let app = TestApp::spawn_with(false, |_| {}).await;
+    app.state.db.close().await;
+    app.get("/readyz", None)
+        .await
+        .expect(503, Some("ServiceUnavailable"));
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let app = TestApp::spawn().await;
+    app.get("/", None).await.expect(200, None);
+    app.get("/nope", None).await.expect(404, None);
+    let r = app.get("/metrics", None).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap_or_default()
+            .starts_with("text/plain")
+    );
+    assert!(
+        r.text
+            .contains("http_requests_total{method=\"GET\",route=\"/\",status=\"200\"}"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("status=\"404\""));
+    assert!(r.text.contains("http_request_duration_seconds_bucket"));
+    assert!(r.text.contains("alterego_db_pool_connections"));
+}
+
+#[tokio::test]
+async fn docs_page_is_self_contained() {
+    let app = TestApp::spawn().await;
+    for path in ["/docs", "/scalar"] {
+        let r = app.get(path, None).await;
+        assert_eq!(r.status, 200);
+        assert!(
+            r.header("content-type")
+                .unwrap_or_default()
+                .starts_with("text/html")
+        );
+        assert!(r.text.contains("/api.json"));
+        assert!(
+            r.text.len() > 500_000,
+            "the Scalar bundle is embedded, not fetched"
+        );
+        assert!(!r.text.contains("<script src="), "no external script tag");
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        // The page may talk to this origin only: nothing is fetched from a CDN.
+        assert!(
+            csp.contains("connect-src 'self'") && !csp.contains("http"),
+            "{csp}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn openapi_document_describes_the_api() {
+    let app = TestApp::spawn().await;
+    let r = app.get("/api.json", None).await;
+    r.expect(200, None);
+    let doc = &r.body;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(
+        doc["paths"]["/account/logout"]["post"]["operationId"],
+        "account.logout"
+    );
+    assert_eq!(
+        doc["paths"]["/account/logout_all"]["post"]["operationId"],
+        "account.logout_all"
+    );
+    // Errors are documented with the shared body schema.
+    let default = &doc["paths"]["/account/login"]["post"]["responses"]["default"];
+    assert!(
+        default
+            .to_string()
+            .contains("#/components/schemas/ErrorBody"),
+        "{default}"
+    );
+    assert!(doc["components"]["schemas"]["ErrorBody"]["properties"]["code"].is_object());
+    // Operational endpoints are not part of the client API document.
+    assert!(doc["paths"]["/healthz"].is_null());
+}
