@@ -6,7 +6,7 @@ use common::TestApp;
 use reqwest::Method;
 use serde_json::json;
 
-async fn raw(app: &TestApp, req: reqwest::RequestBuilder) -> common::Resp {
+async fn raw(req: reqwest::RequestBuilder) -> common::Resp {
     TestApp::read(req.send().await.expect("request")).await
 }
 
@@ -15,60 +15,46 @@ async fn framework_rejections_are_json() {
     let app = TestApp::spawn().await;
     let url = app.url("/account/login");
     // Malformed JSON → 400 InvalidJson.
-    let r = raw(
-        &app,
-        app.http
-            .post(&url)
-            .header("content-type", "application/json")
-            .body("{\"email\":"),
-    )
+    let r = raw(app
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{\"email\":"))
     .await;
     r.expect(400, Some("InvalidJson"));
     // Invalid UTF-8 → 400 InvalidJson.
-    let r = raw(
-        &app,
-        app.http
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(b"{\"email\":\"\xff\"}".to_vec()),
-    )
+    let r = raw(app
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(b"{\"email\":\"\xff\"}".to_vec()))
     .await;
     r.expect(400, Some("InvalidJson"));
     // Wrong shape → 422 InvalidBody with the field.
-    let r = raw(
-        &app,
-        app.http
-            .post(&url)
-            .json(&json!({"email": ["x"], "password": "y"})),
-    )
+    let r = raw(app
+        .http
+        .post(&url)
+        .json(&json!({"email": ["x"], "password": "y"})))
     .await;
     r.expect(422, Some("InvalidBody"));
     assert_eq!(r.body["field"], "email");
     // Wrong content type → 415.
-    let r = raw(
-        &app,
-        app.http
-            .post(&url)
-            .header("content-type", "text/plain")
-            .body("{}x"),
-    )
+    let r = raw(app
+        .http
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("{}x"))
     .await;
     r.expect(415, Some("UnsupportedMediaType"));
     // No content type with a body → 415.
-    let r = raw(
-        &app,
-        app.http.post(&url).body(r#"{"email":"a","password":"b"}"#),
-    )
-    .await;
+    let r = raw(app.http.post(&url).body(r#"{"email":"a","password":"b"}"#)).await;
     r.expect(415, Some("UnsupportedMediaType"));
     // A JSON content type with parameters is fine.
-    let r = raw(
-        &app,
-        app.http
-            .post(&url)
-            .header("content-type", "application/json; charset=utf-8")
-            .body(r#"{"email":"a@b.org","password":"b"}"#),
-    )
+    let r = raw(app
+        .http
+        .post(&url)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(r#"{"email":"a@b.org","password":"b"}"#))
     .await;
     r.expect(401, Some("WrongPassword"));
     // Over 2 MiB → 413.
@@ -76,13 +62,11 @@ async fn framework_rejections_are_json() {
         r#"{{"email":"{}","password":"x"}}"#,
         "a".repeat(2 * 1024 * 1024 + 10)
     );
-    let r = raw(
-        &app,
-        app.http
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(big),
-    )
+    let r = raw(app
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(big))
     .await;
     r.expect(413, Some("PayloadTooLarge"));
     // Integers as strings are rejected (spec §2.4) — covered by the unit tests of the extractor.
@@ -93,23 +77,19 @@ async fn body_less_requests_are_accepted() {
     let app = TestApp::spawn().await;
     let alice = app.register("Alice").await;
     // No body, no content type: treated as {} (logout has no required field).
-    let r = raw(
-        &app,
-        app.http
-            .post(app.url("/account/logout"))
-            .bearer_auth(&alice.access),
-    )
+    let r = raw(app
+        .http
+        .post(app.url("/account/logout"))
+        .bearer_auth(&alice.access))
     .await;
     r.expect(200, None);
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.text, "null");
     // An empty body with a content type is {} too; a required field then is missing (422).
-    let r = raw(
-        &app,
-        app.http
-            .post(app.url("/account/login"))
-            .header("content-type", "application/json"),
-    )
+    let r = raw(app
+        .http
+        .post(app.url("/account/login"))
+        .header("content-type", "application/json"))
     .await;
     r.expect(422, Some("InvalidBody"));
 }
@@ -179,18 +159,12 @@ async fn request_ids_and_security_headers() {
     );
     // A valid incoming id is echoed; an invalid one replaced.
     let mine = uuid::Uuid::new_v4().to_string();
-    let r = raw(
-        &app,
-        app.http.get(app.url("/")).header("x-request-id", &mine),
-    )
-    .await;
+    let r = raw(app.http.get(app.url("/")).header("x-request-id", &mine)).await;
     assert_eq!(r.header("x-request-id"), Some(mine.as_str()));
-    let r = raw(
-        &app,
-        app.http
-            .get(app.url("/"))
-            .header("x-request-id", "not-a-uuid"),
-    )
+    let r = raw(app
+        .http
+        .get(app.url("/"))
+        .header("x-request-id", "not-a-uuid"))
     .await;
     assert_ne!(r.header("x-request-id"), Some("not-a-uuid"));
     // Errors carry them too.
@@ -201,17 +175,15 @@ async fn request_ids_and_security_headers() {
 #[tokio::test]
 async fn cors_follows_configuration() {
     let app = TestApp::spawn().await;
-    let preflight = raw(
-        &app,
-        app.http
-            .request(Method::OPTIONS, app.url("/account/login"))
-            .header("origin", "http://web.alterego.test")
-            .header("access-control-request-method", "POST")
-            .header(
-                "access-control-request-headers",
-                "authorization, content-type, idempotency-key",
-            ),
-    )
+    let preflight = raw(app
+        .http
+        .request(Method::OPTIONS, app.url("/account/login"))
+        .header("origin", "http://web.alterego.test")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type, idempotency-key",
+        ))
     .await;
     assert_eq!(preflight.status, 200);
     assert_eq!(
@@ -230,20 +202,16 @@ async fn cors_follows_configuration() {
             .header("access-control-allow-credentials")
             .is_none()
     );
-    let other = raw(
-        &app,
-        app.http
-            .get(app.url("/"))
-            .header("origin", "http://evil.example"),
-    )
+    let other = raw(app
+        .http
+        .get(app.url("/"))
+        .header("origin", "http://evil.example"))
     .await;
     assert!(other.header("access-control-allow-origin").is_none());
-    let ok = raw(
-        &app,
-        app.http
-            .get(app.url("/"))
-            .header("origin", "http://web.alterego.test"),
-    )
+    let ok = raw(app
+        .http
+        .get(app.url("/"))
+        .header("origin", "http://web.alterego.test"))
     .await;
     let exposed = ok
         .header("access-control-expose-headers")

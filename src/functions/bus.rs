@@ -180,7 +180,8 @@ impl Bus {
         }
     }
 
-    pub fn unsubscribe(&self, topic: &Topic) {
+    /// Drops one subscription; the last one unsubscribes the process (returns once done).
+    pub async fn unsubscribe(&self, topic: &Topic) {
         let last = {
             let mut topics = self.inner.topics.lock().unwrap_or_else(|p| p.into_inner());
             match topics.get_mut(topic) {
@@ -196,7 +197,14 @@ impl Bus {
             }
         };
         if last && let Backend::Redis { commands, .. } = &self.inner.backend {
-            let _ = commands.send(SubCommand::Unsubscribe(topic.clone()));
+            let (ack, done) = oneshot::channel();
+            if commands
+                .send(SubCommand::Unsubscribe(topic.clone()))
+                .is_ok()
+                && commands.send(SubCommand::Barrier(ack)).is_ok()
+            {
+                let _ = done.await;
+            }
         }
     }
 
@@ -404,7 +412,7 @@ mod tests {
         assert_eq!(v["op"], "x.seen");
         assert_eq!(v["data"]["k"], 1);
         assert!(v["id"].is_string());
-        bus.unsubscribe(&a);
+        bus.unsubscribe(&a).await;
         bus.publish(&a, "x.after", &1).await;
         assert!(rx.try_recv().is_err());
     }
@@ -415,9 +423,9 @@ mod tests {
         let t = Topic::profile(UserId::new());
         bus.subscribe(&t).await;
         bus.subscribe(&t).await;
-        bus.unsubscribe(&t);
+        bus.unsubscribe(&t).await;
         assert!(bus.is_subscribed(&t));
-        bus.unsubscribe(&t);
+        bus.unsubscribe(&t).await;
         assert!(!bus.is_subscribed(&t));
     }
 }
