@@ -147,4 +147,33 @@ mod tests {
         assert!(!h.needs_rehash(&hash));
         assert!(h.needs_rehash(&bcrypt::hash("x", 5).unwrap()));
     }
+
+    #[tokio::test]
+    async fn refuses_when_the_queue_is_full() {
+        let h = Hasher::new(4).unwrap();
+        // Occupy every slot, then fill the queue.
+        let held = h
+            .slots
+            .clone()
+            .acquire_many_owned(h.slots.available_permits() as u32)
+            .await
+            .unwrap();
+        let mut waiting = Vec::new();
+        for _ in 0..MAX_WAITING {
+            let h = h.clone();
+            waiting.push(tokio::spawn(async move { h.hash("queued password").await }));
+        }
+        while h.waiting.load(Ordering::SeqCst) < MAX_WAITING {
+            tokio::task::yield_now().await;
+        }
+        let refused = h.hash("one too many").await.unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::ServiceUnavailable);
+        drop(held);
+        for w in waiting {
+            assert!(
+                w.await.unwrap().is_ok(),
+                "queued work completes once slots free up"
+            );
+        }
+    }
 }

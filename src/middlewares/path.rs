@@ -65,3 +65,55 @@ impl<T: JsonSchema> aide::OperationInput for Query<T> {
         AxumQuery::<T>::operation_input(ctx, operation);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    async fn status_and_code(app: Router, uri: &str) -> (StatusCode, serde_json::Value) {
+        let res = app
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .into_response();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn bad_uuid_in_path_is_400_json() {
+        let app = Router::new().route(
+            "/things/{id}",
+            get(|Path(id): Path<uuid::Uuid>| async move { axum::Json(id.to_string()) }),
+        );
+        let (status, body) = status_and_code(app.clone(), "/things/not-a-uuid").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["code"], "InvalidPathParameter");
+        let id = "0190B6C2-7A3F-7C3B-9D2E-3A1B2C3D4E5F";
+        let (status, body) = status_and_code(app, &format!("/things/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, id.to_lowercase(), "any case accepted, lowercase out");
+    }
+
+    #[tokio::test]
+    async fn bad_query_is_400_json() {
+        #[derive(serde::Deserialize)]
+        struct Q {
+            #[allow(dead_code)]
+            limit: Option<u32>,
+        }
+        let app = Router::new().route("/list", get(|Query(_): Query<Q>| async { "ok" }));
+        let (status, body) = status_and_code(app, "/list?limit=abc").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["code"], "InvalidQuery");
+    }
+}
