@@ -76,6 +76,21 @@ ensure_redis() {
     wait_for 15 "Redis" redis_ready
 }
 
+# The /docs test renders the API reference in a real headless browser (spec §4.19).
+ensure_chromium() {
+    if command -v "${CHROMIUM:-chromium}" >/dev/null 2>&1; then
+        log "headless browser: $(command -v "${CHROMIUM:-chromium}")"
+        return 0
+    fi
+    need apt-get "install Chromium yourself and set CHROMIUM to its path"
+    log "Chromium is missing; installing Debian's chromium package"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+        || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+        || die "could not install chromium"
+}
+
+ensure_chromium
+
 if [[ "${TEST_SKIP_SERVICES:-0}" == 1 ]]; then
     log "TEST_SKIP_SERVICES=1: not checking local services"
 else

@@ -227,12 +227,7 @@ async fn served_operations_match_mikoto() {
             .await,
     );
     let mail = app.wait_for_mail(1).await;
-    let token = mail
-        .body
-        .split("/forgotpassword/")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap();
+    let token = common::reset_token(&mail);
     let confirm = app
         .post(
             "/account/reset_password/submit",

@@ -77,7 +77,6 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         return resp;
     }
     parts.extensions.insert(taken.clone());
-    parts.extensions.insert(state.clone());
     let mut res = next.run(Request::from_parts(parts, body)).await;
     let all = taken.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if let Some(d) = governing(&all) {
@@ -129,19 +128,15 @@ impl Limits {
     /// Checks and consumes; a refusal is a 429 and its headers govern the response.
     pub async fn check(&self, bucket: Bucket, key: &str) -> Result<(), Error> {
         let decisions = self.state.limiter.check_all(&[(bucket, key)]).await;
+        let refused = decisions
+            .iter()
+            .find(|d| !d.allowed)
+            .map(|d| (d.bucket, d.retry_after));
         self.taken.push(decisions);
-        match refusal(&self.taken) {
-            Some(_) => {
-                let all = self
-                    .taken
-                    .0
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                let retry = governing(&all)
-                    .map(|d| d.retry_after.as_secs_f64())
-                    .unwrap_or(1.0);
-                Err(Error::rate_limited(retry))
+        match refused {
+            Some((bucket, retry_after)) => {
+                metrics::counter!("alterego_rate_limited_total", "bucket" => bucket).increment(1);
+                Err(Error::rate_limited(retry_after.as_secs_f64()))
             }
             None => Ok(()),
         }

@@ -153,6 +153,16 @@ fn token_pair(
     })
 }
 
+/// Opens an auth session inside `tx` and signs its pair; the caller commits.
+async fn open_session(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    user: UserId,
+) -> Result<TokenPair> {
+    let (session, refresh) = sessions::create(tx, user, state.config.refresh_token_ttl).await?;
+    token_pair(state, user, session, Some(refresh))
+}
+
 /// Tells every instance that sessions are gone, so their sockets close with 4006 (spec §6.2).
 async fn announce_revoked(state: &AppState, user: UserId, revoked: &[SessionId]) {
     for session in revoked {
@@ -182,15 +192,9 @@ async fn register(
     users::insert(&mut *tx, user, &name).await?;
     accounts::insert(&mut tx, user, &email, &hash).await?;
     handles::assign_default(&mut tx, user, &name, &state.config.handle_domain).await?;
-    let (session, refresh) =
-        sessions::create(&mut tx, user, state.config.refresh_token_ttl).await?;
+    let pair = open_session(&state, &mut tx, user).await?;
     tx.commit().await?;
-    Ok(axum::Json(token_pair(
-        &state,
-        user,
-        session,
-        Some(refresh),
-    )?))
+    Ok(axum::Json(pair))
 }
 
 fn wrong_password() -> Error {
@@ -218,15 +222,9 @@ async fn login(
         accounts::set_password(&state.db, user, &rehashed).await?;
     }
     let mut tx = state.db.begin().await?;
-    let (session, refresh) =
-        sessions::create(&mut tx, user, state.config.refresh_token_ttl).await?;
+    let pair = open_session(&state, &mut tx, user).await?;
     tx.commit().await?;
-    Ok(axum::Json(token_pair(
-        &state,
-        user,
-        session,
-        Some(refresh),
-    )?))
+    Ok(axum::Json(pair))
 }
 
 async fn refresh(
@@ -279,16 +277,10 @@ async fn change_password(
     let mut tx = state.db.begin().await?;
     accounts::set_password(&mut *tx, auth.user_id, &hash).await?;
     let revoked = sessions::revoke_all(&mut *tx, auth.user_id).await?;
-    let (session, refresh) =
-        sessions::create(&mut tx, auth.user_id, state.config.refresh_token_ttl).await?;
+    let pair = open_session(&state, &mut tx, auth.user_id).await?;
     tx.commit().await?;
     announce_revoked(&state, auth.user_id, &revoked).await;
-    Ok(axum::Json(token_pair(
-        &state,
-        auth.user_id,
-        session,
-        Some(refresh),
-    )?))
+    Ok(axum::Json(pair))
 }
 
 async fn reset_password(

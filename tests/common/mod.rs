@@ -192,6 +192,16 @@ impl Resp {
     }
 }
 
+/// The token of the reset link in a password-reset mail.
+pub fn reset_token(mail: &alterego::functions::mail::Mail) -> String {
+    let link = mail
+        .body
+        .split("/forgotpassword/")
+        .nth(1)
+        .expect("reset link in mail");
+    link.split_whitespace().next().expect("token").to_string()
+}
+
 /// A random address in 10.0.0.0/8.
 pub fn random_ip() -> String {
     let b = uuid::Uuid::new_v4().into_bytes();
