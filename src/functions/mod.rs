@@ -9,6 +9,7 @@ pub mod mail;
 pub mod media_ref;
 pub mod passwords;
 pub mod patch;
+pub mod permissions;
 pub mod rate_limit;
 pub mod time;
 pub mod tokens;
