@@ -1,28 +1,18 @@
 //! Users: the `User`/`UserExt` wire models and their SQL.
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::{FromRow, PgExecutor};
 
 use crate::error::Error;
 use crate::functions::ids::UserId;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum UserCategory {
-    Bot,
-    Unverified,
-}
-
-impl UserCategory {
-    fn parse(s: Option<&str>) -> Option<Self> {
-        match s? {
-            "BOT" => Some(UserCategory::Bot),
-            "UNVERIFIED" => Some(UserCategory::Unverified),
-            _ => None,
-        }
+crate::wire_enum!(
+    UserCategory {
+        Bot = "BOT",
+        Unverified = "UNVERIFIED",
     }
-}
+);
 
 /// A user's public profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
@@ -54,7 +44,7 @@ struct UserExtRow {
     name: String,
     avatar: Option<String>,
     description: Option<String>,
-    category: Option<String>,
+    category: Option<UserCategory>,
     handle: Option<String>,
 }
 
@@ -65,7 +55,7 @@ impl From<UserExtRow> for UserExt {
             name: r.name,
             avatar: r.avatar,
             description: r.description,
-            category: UserCategory::parse(r.category.as_deref()),
+            category: r.category,
             handle: r.handle,
         }
     }

@@ -60,6 +60,27 @@ id_type!(
     SessionId
 );
 
+id_type!(
+    /// A space.
+    SpaceId
+);
+id_type!(
+    /// A channel of a space, or a DM channel.
+    ChannelId
+);
+id_type!(
+    /// A role of a space.
+    RoleId
+);
+id_type!(
+    /// A membership row (the member id of the wire).
+    MemberId
+);
+id_type!(
+    /// A ban row.
+    BanId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,11 +34,9 @@ impl Serialize for Timestamp {
 }
 
 impl schemars::JsonSchema for Timestamp {
-    fn inline_schema() -> bool {
-        true
-    }
     fn schema_name() -> std::borrow::Cow<'static, str> {
-        "DateTime".into()
+        // Mikoto's component name.
+        "Timestamp".into()
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({ "type": "string", "format": "date-time" })

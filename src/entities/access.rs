@@ -1,0 +1,191 @@
+//! Who may do what in a space: loads the calculator's inputs (spec §5.5) and answers the
+//! questions handlers ask — is the caller a member, do they hold a bit, can they see a channel.
+
+use std::collections::{BTreeSet, HashMap};
+
+use sqlx::{FromRow, PgExecutor};
+use uuid::Uuid;
+
+use crate::entities::channels::{self, Channel};
+use crate::error::{Error, ErrorCode};
+use crate::functions::ids::{ChannelId, SpaceId, UserId};
+use crate::functions::permissions::{Override, Permissions, RoleGrant, Standing, Target};
+
+#[derive(FromRow)]
+struct StandingRow {
+    user_id: Uuid,
+    is_owner: bool,
+    everyone_id: Uuid,
+    everyone: i64,
+    role_ids: Vec<Uuid>,
+    role_perms: Vec<i64>,
+    role_positions: Vec<i32>,
+}
+
+impl From<StandingRow> for Standing {
+    fn from(r: StandingRow) -> Self {
+        let roles = r
+            .role_ids
+            .iter()
+            .zip(r.role_perms.iter().zip(r.role_positions.iter()))
+            .map(|(id, (p, pos))| RoleGrant { id: *id, permissions: Permissions::from_stored(*p), position: *pos })
+            .collect();
+        Standing {
+            user_id: r.user_id,
+            is_owner: r.is_owner,
+            everyone_role: r.everyone_id,
+            everyone: Permissions::from_stored(r.everyone),
+            roles,
+        }
+    }
+}
+
+/// Standings of members of a space: all of them, or only `users`. One query.
+pub async fn standings(db: impl PgExecutor<'_>, space: SpaceId, users: Option<&[UserId]>) -> Result<Vec<Standing>, Error> {
+    let users: Option<Vec<Uuid>> = users.map(|u| u.iter().map(|u| u.0).collect());
+    let rows: Vec<StandingRow> = sqlx::query_as(
+        "SELECT m.user_id, s.owner_id = m.user_id AS is_owner, d.id AS everyone_id, d.permissions AS everyone, \
+                COALESCE(array_agg(r.id ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL), '{}') AS role_ids, \
+                COALESCE(array_agg(r.permissions ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL), '{}') AS role_perms, \
+                COALESCE(array_agg(r.position ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL), '{}') AS role_positions \
+         FROM members m \
+         JOIN spaces s ON s.id = m.space_id \
+         JOIN roles d ON d.space_id = m.space_id AND d.is_default \
+         LEFT JOIN member_roles mr ON mr.space_id = m.space_id AND mr.user_id = m.user_id \
+         LEFT JOIN roles r ON r.id = mr.role_id \
+         WHERE m.space_id = $1 AND ($2::uuid[] IS NULL OR m.user_id = ANY($2)) \
+         GROUP BY m.id, m.user_id, s.owner_id, d.id, d.permissions ORDER BY m.id",
+    )
+    .bind(space)
+    .bind(users)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(Standing::from).collect())
+}
+
+/// One member's standing, or `None` when they are not a member (or the space does not exist).
+pub async fn standing(db: impl PgExecutor<'_>, space: SpaceId, user: UserId) -> Result<Option<Standing>, Error> {
+    Ok(standings(db, space, Some(&[user])).await?.into_iter().next())
+}
+
+#[derive(FromRow)]
+struct OverrideRow {
+    channel_id: Uuid,
+    target_type: String,
+    target_id: Uuid,
+    allow: i64,
+    deny: i64,
+}
+
+/// Every override of every channel of a space, as (channel, override).
+pub async fn space_overrides(db: impl PgExecutor<'_>, space: SpaceId) -> Result<Vec<(Uuid, Override)>, Error> {
+    let rows: Vec<OverrideRow> = sqlx::query_as(
+        "SELECT o.channel_id, o.target_type, o.target_id, o.allow, o.deny FROM channel_overrides o \
+         JOIN channels c ON c.id = o.channel_id WHERE c.space_id = $1",
+    )
+    .bind(space)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.channel_id, to_override(&r.target_type, r.target_id, r.allow, r.deny))).collect())
+}
+
+/// The overrides of one channel.
+pub async fn channel_overrides(db: impl PgExecutor<'_>, channel: ChannelId) -> Result<Vec<Override>, Error> {
+    let rows: Vec<OverrideRow> = sqlx::query_as(
+        "SELECT channel_id, target_type, target_id, allow, deny FROM channel_overrides WHERE channel_id = $1",
+    )
+    .bind(channel)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| to_override(&r.target_type, r.target_id, r.allow, r.deny)).collect())
+}
+
+fn to_override(kind: &str, target: Uuid, allow: i64, deny: i64) -> Override {
+    let target = if kind == "MEMBER" { Target::Member(target) } else { Target::Role(target) };
+    Override { target, allow: Permissions::from_stored(allow), deny: Permissions::from_stored(deny) }
+}
+
+/// The channels of a space each member can view.
+pub type Visibility = HashMap<UserId, BTreeSet<ChannelId>>;
+
+/// What every member (or only `users`) can see in a space right now. Used before and after a
+/// change to compute visibility deltas (spec §5.5 Δvis).
+pub async fn visibility(conn: &mut sqlx::PgConnection, space: SpaceId, users: Option<&[UserId]>) -> Result<Visibility, Error> {
+    let standings = standings(&mut *conn, space, users).await?;
+    let all = channels::list(&mut *conn, space).await?;
+    let overrides = space_overrides(&mut *conn, space).await?;
+    Ok(standings
+        .iter()
+        .map(|s| {
+            let seen = all
+                .iter()
+                .filter(|c| s.channel_in(c.id.0, &overrides).contains(Permissions::VIEW_CHANNEL))
+                .map(|c| c.id)
+                .collect();
+            (UserId(s.user_id), seen)
+        })
+        .collect())
+}
+
+/// The channels a member can view, in `SpaceExt.channels` order.
+pub fn visible_channels(standing: &Standing, all: &[Channel], overrides: &[(Uuid, Override)]) -> Vec<Channel> {
+    all.iter().filter(|c| standing.channel_in(c.id.0, overrides).contains(Permissions::VIEW_CHANNEL)).cloned().collect()
+}
+
+/// The caller's membership in a space, for authorization.
+#[derive(Debug, Clone)]
+pub struct SpaceMember {
+    pub space_id: SpaceId,
+    pub user_id: UserId,
+    pub standing: Standing,
+}
+
+impl SpaceMember {
+    /// 404 unless `user` is a member of `space` (a space one cannot see does not exist).
+    pub async fn load(db: impl PgExecutor<'_>, space: SpaceId, user: UserId) -> Result<SpaceMember, Error> {
+        let standing = standing(db, space, user).await?.ok_or_else(Error::not_found)?;
+        Ok(SpaceMember { space_id: space, user_id: user, standing })
+    }
+
+    pub fn permissions(&self) -> Permissions {
+        self.standing.space()
+    }
+
+    /// 403 `InsufficientPermissions` naming the missing bits.
+    pub fn require(&self, needed: Permissions) -> Result<(), Error> {
+        require_bits(self.permissions(), needed)
+    }
+
+    /// 403 `Forbidden` unless the caller owns the space.
+    pub fn require_owner(&self) -> Result<(), Error> {
+        if self.standing.is_owner {
+            Ok(())
+        } else {
+            Err(Error::new(ErrorCode::Forbidden, "Only the owner of the space may do this"))
+        }
+    }
+
+    /// A channel of this space the caller can view, with the caller's permissions in it;
+    /// 404 for channels of other spaces and for channels the caller cannot view.
+    pub async fn channel(&self, conn: &mut sqlx::PgConnection, id: ChannelId) -> Result<(Channel, Permissions), Error> {
+        let channel = channels::get(&mut *conn, self.space_id, id).await?.ok_or_else(Error::not_found)?;
+        let perms = self.standing.channel(&channel_overrides(&mut *conn, id).await?);
+        if !perms.contains(Permissions::VIEW_CHANNEL) {
+            return Err(Error::not_found());
+        }
+        Ok((channel, perms))
+    }
+}
+
+pub fn require_bits(held: Permissions, needed: Permissions) -> Result<(), Error> {
+    let missing = needed - held;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorCode::InsufficientPermissions, format!("Missing permission: {}", missing.names())))
+    }
+}
+
+pub fn insufficient_rank() -> Error {
+    Error::new(ErrorCode::InsufficientRank, "The target is not below you in the role hierarchy")
+}
