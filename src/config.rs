@@ -137,10 +137,7 @@ impl Config {
             match r.first(keys) {
                 Some(v) => Ok(v),
                 None if !prod => Ok(dev_default.to_string()),
-                None => Err(ConfigError(format!(
-                    "{} is required in production",
-                    keys[0]
-                ))),
+                None => Err(ConfigError(format!("{} is required in production", keys[0]))),
             }
         };
 
@@ -161,9 +158,7 @@ impl Config {
         let cors_origins = match r.get("CORS_ORIGINS") {
             Some(v) if v.trim() == "*" => {
                 if prod {
-                    return Err(ConfigError(
-                        "CORS_ORIGINS=* is not allowed in production".into(),
-                    ));
+                    return Err(ConfigError("CORS_ORIGINS=* is not allowed in production".into()));
                 }
                 CorsOrigins::Any
             }
@@ -174,10 +169,7 @@ impl Config {
             None => CorsOrigins::List(vec![web_url.clone()]),
         };
 
-        let database_url = required(
-            &["DATABASE_URL"],
-            "postgres://postgres@127.0.0.1:5432/alterego",
-        )?;
+        let database_url = required(&["DATABASE_URL"], "postgres://postgres@127.0.0.1:5432/alterego")?;
         let (jwt_secret, jwt_secret_generated) = match r.first(&["JWT_SECRET", "SECRET"]) {
             Some(s) if s.len() >= 32 => (s.into_bytes(), false),
             Some(_) => return Err(ConfigError("JWT_SECRET must be at least 32 bytes".into())),
@@ -188,31 +180,22 @@ impl Config {
                 (key, true)
             }
         };
-        let jwt_issuer = r
-            .first(&["JWT_ISSUER", "ISSUER"])
-            .unwrap_or_else(|| public_url.clone());
+        let jwt_issuer = r.first(&["JWT_ISSUER", "ISSUER"]).unwrap_or_else(|| public_url.clone());
 
         let access_token_ttl = r.secs("ACCESS_TOKEN_TTL", 3600)?;
         if access_token_ttl < Duration::from_secs(1800) {
-            return Err(ConfigError(
-                "ACCESS_TOKEN_TTL must be at least 1800 seconds".into(),
-            ));
+            return Err(ConfigError("ACCESS_TOKEN_TTL must be at least 1800 seconds".into()));
         }
         let bcrypt_cost = r.num("BCRYPT_COST", 12u32)?;
         if !(10..=15).contains(&bcrypt_cost) {
             return Err(ConfigError("BCRYPT_COST must be between 10 and 15".into()));
         }
         let trusted_proxies = match r.get("TRUSTED_PROXIES") {
-            Some(v) => parse_trusted_proxies(&v)
-                .map_err(|e| ConfigError(format!("TRUSTED_PROXIES: {e}")))?,
+            Some(v) => parse_trusted_proxies(&v).map_err(|e| ConfigError(format!("TRUSTED_PROXIES: {e}")))?,
             None => Vec::new(),
         };
-        let handle_domain = required(&["HANDLE_DOMAIN"], "localhost")?
-            .trim()
-            .to_lowercase();
-        let instance_domain = r
-            .get("INSTANCE_DOMAIN")
-            .unwrap_or_else(|| handle_domain.clone());
+        let handle_domain = required(&["HANDLE_DOMAIN"], "localhost")?.trim().to_lowercase();
+        let instance_domain = r.get("INSTANCE_DOMAIN").unwrap_or_else(|| handle_domain.clone());
 
         let media_prefix = {
             let p = r.get("MEDIA_PREFIX").unwrap_or_else(|| "/media".into());
@@ -230,9 +213,7 @@ impl Config {
             None | Some("local") => MediaStorage::Local,
             Some("s3") => MediaStorage::S3,
             Some(o) => {
-                return Err(ConfigError(format!(
-                    "MEDIA_STORAGE must be `local` or `s3`, not `{o}`"
-                )));
+                return Err(ConfigError(format!("MEDIA_STORAGE must be `local` or `s3`, not `{o}`")));
             }
         };
         let s3 = S3Config {
@@ -244,17 +225,13 @@ impl Config {
             force_path_style: r.bool("S3_FORCE_PATH_STYLE", true)?,
         };
         if media_storage == MediaStorage::S3 && s3.bucket.is_none() {
-            return Err(ConfigError(
-                "S3_BUCKET is required when MEDIA_STORAGE=s3".into(),
-            ));
+            return Err(ConfigError("S3_BUCKET is required when MEDIA_STORAGE=s3".into()));
         }
         let log_format = match r.get("LOG_FORMAT").as_deref() {
             None | Some("text") | Some("pretty") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(o) => {
-                return Err(ConfigError(format!(
-                    "LOG_FORMAT must be `text` or `json`, not `{o}`"
-                )));
+                return Err(ConfigError(format!("LOG_FORMAT must be `text` or `json`, not `{o}`")));
             }
         };
 
@@ -296,19 +273,14 @@ impl Config {
             media_prefix,
             media_public_url,
             media_storage,
-            media_local_dir: PathBuf::from(
-                r.get("MEDIA_LOCAL_DIR")
-                    .unwrap_or_else(|| "./data/media".into()),
-            ),
+            media_local_dir: PathBuf::from(r.get("MEDIA_LOCAL_DIR").unwrap_or_else(|| "./data/media".into())),
             s3,
             media_max_avatar_bytes: r.num("MEDIA_MAX_AVATAR_BYTES", 10 * MIB)?,
             media_max_spaceicon_bytes: r.num("MEDIA_MAX_SPACEICON_BYTES", 10 * MIB)?,
             media_max_attachment_bytes: r.num("MEDIA_MAX_ATTACHMENT_BYTES", 50 * MIB)?,
             media_anonymous_uploads: r.bool("MEDIA_ANONYMOUS_UPLOADS", true)?,
             media_gc_grace: r.secs("MEDIA_GC_GRACE", 86_400)?,
-            ws_heartbeat_interval: Duration::from_millis(
-                r.num("WS_HEARTBEAT_INTERVAL_MS", 30_000u64)?,
-            ),
+            ws_heartbeat_interval: Duration::from_millis(r.num("WS_HEARTBEAT_INTERVAL_MS", 30_000u64)?),
             ws_resume_window: Duration::from_millis(r.num("WS_RESUME_WINDOW_MS", 120_000u64)?),
             shutdown_drain: r.secs("SHUTDOWN_DRAIN", 30)?,
             request_timeout: r.secs("REQUEST_TIMEOUT", 30)?,
@@ -345,9 +317,9 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
     fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, ConfigError> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|_| {
-                ConfigError(format!("{key} must be a non-negative integer, not `{v}`"))
-            }),
+            Some(v) => v
+                .parse()
+                .map_err(|_| ConfigError(format!("{key} must be a non-negative integer, not `{v}`"))),
         }
     }
 
@@ -360,9 +332,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
             None => Ok(default),
             Some("true" | "1" | "yes" | "on") => Ok(true),
             Some("false" | "0" | "no" | "off") => Ok(false),
-            Some(v) => Err(ConfigError(format!(
-                "{key} must be true or false, not `{v}`"
-            ))),
+            Some(v) => Err(ConfigError(format!("{key} must be true or false, not `{v}`"))),
         }
     }
 }
@@ -384,10 +354,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -395,17 +362,11 @@ mod tests {
     fn zero_configuration_defaults() {
         let c = load(&[]).expect("defaults load");
         assert_eq!(c.environment, Environment::Development);
-        assert_eq!(
-            c.database_url,
-            "postgres://postgres@127.0.0.1:5432/alterego"
-        );
+        assert_eq!(c.database_url, "postgres://postgres@127.0.0.1:5432/alterego");
         assert_eq!(c.public_url, "http://localhost:3511");
         assert_eq!(c.media_public_url, "http://localhost:3511/media");
         assert!(c.jwt_secret_generated && c.jwt_secret.len() >= 32);
-        assert_eq!(
-            c.cors_origins,
-            CorsOrigins::List(vec!["http://localhost:3510".into()])
-        );
+        assert_eq!(c.cors_origins, CorsOrigins::List(vec!["http://localhost:3510".into()]));
         assert_eq!(c.access_token_ttl, Duration::from_secs(3600));
         assert_eq!(c.bind_addr.port(), 3511);
     }

@@ -21,11 +21,7 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-pub async fn connect(
-    url: &str,
-    max_connections: u32,
-    create_missing: bool,
-) -> Result<PgPool, DbError> {
+pub async fn connect(url: &str, max_connections: u32, create_missing: bool) -> Result<PgPool, DbError> {
     let options = PgConnectOptions::from_str(url)
         .map_err(DbError::Url)?
         .disable_statement_logging();

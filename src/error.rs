@@ -4,9 +4,7 @@
 use std::borrow::Cow;
 
 use aide::generate::GenContext;
-use aide::openapi::{
-    MediaType, Operation, Response as ApiResponse, SchemaObject, StatusCode as ApiStatus,
-};
+use aide::openapi::{MediaType, Operation, Response as ApiResponse, SchemaObject, StatusCode as ApiStatus};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
@@ -91,18 +89,16 @@ impl ErrorCode {
             | CannotRemove
             | NotBlocked
             | InvalidResetToken => StatusCode::BAD_REQUEST,
-            Unauthorized | InvalidToken | TokenExpired | SessionRevoked | InvalidRefreshToken
-            | RefreshTokenReused | WrongPassword => StatusCode::UNAUTHORIZED,
-            InsufficientPermissions
-            | InsufficientRank
-            | Forbidden
-            | BotNotAllowed
-            | Banned
-            | RegistrationDisabled => StatusCode::FORBIDDEN,
+            Unauthorized | InvalidToken | TokenExpired | SessionRevoked | InvalidRefreshToken | RefreshTokenReused
+            | WrongPassword => StatusCode::UNAUTHORIZED,
+            InsufficientPermissions | InsufficientRank | Forbidden | BotNotAllowed | Banned | RegistrationDisabled => {
+                StatusCode::FORBIDDEN
+            }
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Conflict | EmailTaken | HandleTaken | AlreadyMember | AlreadyBanned
-            | OwnerCannotLeave => StatusCode::CONFLICT,
+            Conflict | EmailTaken | HandleTaken | AlreadyMember | AlreadyBanned | OwnerCannotLeave => {
+                StatusCode::CONFLICT
+            }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType | UnsupportedFileType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
@@ -258,10 +254,7 @@ impl aide::OperationOutput for Error {
         })
     }
 
-    fn inferred_responses(
-        ctx: &mut GenContext,
-        op: &mut Operation,
-    ) -> Vec<(Option<ApiStatus>, ApiResponse)> {
+    fn inferred_responses(ctx: &mut GenContext, op: &mut Operation) -> Vec<(Option<ApiStatus>, ApiResponse)> {
         Self::operation_response(ctx, op)
             .map(|r| vec![(None, r)])
             .unwrap_or_default()

@@ -35,7 +35,7 @@ pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// The router with every layer, before trailing-slash normalisation.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = routes::openapi(routes::api_router());
+    let (api, doc) = routes::openapi();
     let doc = Arc::new(serde_json::to_vec(&doc).unwrap_or_else(|e| {
         tracing::error!(error = %e, "OpenAPI document could not be serialised");
         b"{}".to_vec()
@@ -47,10 +47,7 @@ pub fn router(state: AppState) -> Router {
                 let doc = doc.clone();
                 async move {
                     (
-                        [(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("application/json"),
-                        )],
+                        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
                         doc.as_ref().clone(),
                     )
                         .into_response()
@@ -69,7 +66,11 @@ pub fn router(state: AppState) -> Router {
                 .layer(from_fn(request_id::layer))
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
                     // The path only: query strings may carry tokens (`/ws?token=`), never logged.
-                    let id = req.extensions().get::<RequestId>().map(|r| r.0.to_string()).unwrap_or_default();
+                    let id = req
+                        .extensions()
+                        .get::<RequestId>()
+                        .map(|r| r.0.to_string())
+                        .unwrap_or_default();
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
                 }))
                 .layer(from_fn_with_state(state.clone(), security::headers))
@@ -93,11 +94,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     spawn_janitor(state.clone());
-    let service =
-        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app(state));
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app(state));
+    axum::serve(listener, service).with_graceful_shutdown(shutdown).await
 }
 
 /// Periodic clean-up of rows that can never be used again.

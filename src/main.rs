@@ -51,18 +51,14 @@ async fn migrate(config: Config) -> Result<(), String> {
     let pool = alterego::db::connect(&config.database_url, 2, !config.is_production())
         .await
         .map_err(|e| e.to_string())?;
-    alterego::db::migrate(&pool)
-        .await
-        .map_err(|e| e.to_string())?;
+    alterego::db::migrate(&pool).await.map_err(|e| e.to_string())?;
     tracing::info!("migrations applied");
     Ok(())
 }
 
 async fn serve(config: Config) -> Result<(), String> {
     if config.jwt_secret_generated {
-        tracing::warn!(
-            "JWT_SECRET is not set: using a random secret; tokens will not survive a restart"
-        );
+        tracing::warn!("JWT_SECRET is not set: using a random secret; tokens will not survive a restart");
     }
     let pool = alterego::db::connect(
         &config.database_url,
@@ -72,14 +68,10 @@ async fn serve(config: Config) -> Result<(), String> {
     .await
     .map_err(|e| e.to_string())?;
     if config.automigrate {
-        alterego::db::migrate(&pool)
-            .await
-            .map_err(|e| e.to_string())?;
+        alterego::db::migrate(&pool).await.map_err(|e| e.to_string())?;
     }
     let bind = config.bind_addr;
-    let state = AppState::new(config, pool, None)
-        .await
-        .map_err(|e| e.to_string())?;
+    let state = AppState::new(config, pool, None).await.map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| format!("cannot listen on {bind}: {e}"))?;

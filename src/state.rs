@@ -40,11 +40,7 @@ pub enum StateError {
 impl AppState {
     /// Builds the state on an open pool: connects Redis (when configured) for the bus and the
     /// rate limiter, otherwise uses their in-process backends.
-    pub async fn new(
-        config: Config,
-        db: PgPool,
-        mailer: Option<Mailer>,
-    ) -> Result<Self, StateError> {
+    pub async fn new(config: Config, db: PgPool, mailer: Option<Mailer>) -> Result<Self, StateError> {
         let (redis, bus, limiter) = match &config.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())?;

@@ -25,23 +25,17 @@ async fn register_login_refresh_reuse_change_reset_logout_all() {
     assert_eq!(r0.len(), 43);
 
     // Rotation: r0 → r1 → r2.
-    let r = app
-        .post("/account/refresh", None, json!({"refreshToken": r0}))
-        .await;
+    let r = app.post("/account/refresh", None, json!({"refreshToken": r0})).await;
     r.expect(200, None);
     let r1 = r.body["refreshToken"].as_str().unwrap().to_string();
     assert_ne!(r1, r0);
-    let r = app
-        .post("/account/refresh", None, json!({"refreshToken": r1}))
-        .await;
+    let r = app.post("/account/refresh", None, json!({"refreshToken": r1})).await;
     let r2 = r.body["refreshToken"].as_str().unwrap().to_string();
     let access3 = r.body["accessToken"].as_str().unwrap().to_string();
     app.get("/users/me", Some(&access3)).await.expect(200, None);
 
     // r1 was superseded just now: the grace row answers with no new refresh token.
-    let grace = app
-        .post("/account/refresh", None, json!({"refreshToken": r1}))
-        .await;
+    let grace = app.post("/account/refresh", None, json!({"refreshToken": r1})).await;
     grace.expect(200, None);
     assert!(grace.body["refreshToken"].is_null());
     assert!(grace.body["accessToken"].is_string());
@@ -60,9 +54,7 @@ async fn register_login_refresh_reuse_change_reset_logout_all() {
         .await
         .expect(401, Some("SessionRevoked"));
     // The registration session is another family and still works.
-    app.get("/users/me", Some(&alice.access))
-        .await
-        .expect(200, None);
+    app.get("/users/me", Some(&alice.access)).await.expect(200, None);
 
     // Change password: every session is revoked, a new one is returned.
     let changed = app
@@ -77,13 +69,9 @@ async fn register_login_refresh_reuse_change_reset_logout_all() {
     app.get("/users/me", Some(&alice.access))
         .await
         .expect(401, Some("SessionRevoked"));
-    app.post(
-        "/account/refresh",
-        None,
-        json!({"refreshToken": alice.refresh}),
-    )
-    .await
-    .expect(401, Some("InvalidRefreshToken"));
+    app.post("/account/refresh", None, json!({"refreshToken": alice.refresh}))
+        .await
+        .expect(401, Some("InvalidRefreshToken"));
     app.get("/users/me", Some(&access4)).await.expect(200, None);
     app.post(
         "/account/login",
@@ -94,19 +82,12 @@ async fn register_login_refresh_reuse_change_reset_logout_all() {
     .expect(401, Some("WrongPassword"));
 
     // Reset by mail link.
-    app.post(
-        "/account/reset_password",
-        None,
-        json!({"email": alice.email}),
-    )
-    .await
-    .expect(200, None);
+    app.post("/account/reset_password", None, json!({"email": alice.email}))
+        .await
+        .expect(200, None);
     let mail = app.wait_for_mail(1).await;
     assert_eq!(mail.to, alice.email);
-    assert!(
-        mail.body
-            .contains("http://web.alterego.test/forgotpassword/")
-    );
+    assert!(mail.body.contains("http://web.alterego.test/forgotpassword/"));
     let token = common::reset_token(&mail);
     let confirm = app
         .post(
@@ -148,9 +129,7 @@ async fn register_login_refresh_reuse_change_reset_logout_all() {
     out.expect(200, None);
     assert_eq!(out.text, "null");
     for t in &tokens {
-        app.get("/users/me", Some(t))
-            .await
-            .expect(401, Some("SessionRevoked"));
+        app.get("/users/me", Some(t)).await.expect(401, Some("SessionRevoked"));
     }
 }
 
@@ -226,7 +205,11 @@ async fn register_validation_and_duplicates() {
     }
     let alice = app.register("Alice").await;
     let dup = app
-        .post("/account/register", None, json!({"email": format!("  {}  ", alice.email.to_uppercase()), "name": "B", "password": PASSWORD}))
+        .post(
+            "/account/register",
+            None,
+            json!({"email": format!("  {}  ", alice.email.to_uppercase()), "name": "B", "password": PASSWORD}),
+        )
         .await;
     dup.expect(409, Some("EmailTaken"));
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
@@ -256,18 +239,11 @@ async fn registration_assigns_default_handles() {
     let me = app.get("/users/me", Some(&a.access)).await;
     assert_eq!(me.body["handle"], "misaka-mikoto.alterego.test");
     assert_eq!(me.body["name"], "Misaka Mikoto");
-    assert!(
-        me.body["category"].is_null()
-            && me.body["avatar"].is_null()
-            && me.body["description"].is_null()
-    );
+    assert!(me.body["category"].is_null() && me.body["avatar"].is_null() && me.body["description"].is_null());
     let b = app.register("Misaka  Mikoto!").await;
     let me = app.get("/users/me", Some(&b.access)).await;
     let tail = &b.id.replace('-', "")[28..];
-    assert_eq!(
-        me.body["handle"],
-        format!("misaka-mikoto-{tail}.alterego.test")
-    );
+    assert_eq!(me.body["handle"], format!("misaka-mikoto-{tail}.alterego.test"));
 }
 
 #[tokio::test]
@@ -292,13 +268,9 @@ async fn login_failures_are_uniform() {
     unknown.expect(401, Some("WrongPassword"));
     assert_eq!(wrong.body, unknown.body);
     // Login applies no length rule.
-    app.post(
-        "/account/login",
-        None,
-        json!({"email": alice.email, "password": "x"}),
-    )
-    .await
-    .expect(401, Some("WrongPassword"));
+    app.post("/account/login", None, json!({"email": alice.email, "password": "x"}))
+        .await
+        .expect(401, Some("WrongPassword"));
 }
 
 #[tokio::test]
@@ -331,34 +303,21 @@ async fn expired_refresh_token() {
         .execute(app.db())
         .await
         .unwrap();
-    app.post(
-        "/account/refresh",
-        None,
-        json!({"refreshToken": alice.refresh}),
-    )
-    .await
-    .expect(401, Some("TokenExpired"));
+    app.post("/account/refresh", None, json!({"refreshToken": alice.refresh}))
+        .await
+        .expect(401, Some("TokenExpired"));
 }
 
 #[tokio::test]
 async fn grace_window_can_be_disabled() {
-    let app =
-        TestApp::spawn_with(true, |c| c.refresh_reuse_grace = std::time::Duration::ZERO).await;
+    let app = TestApp::spawn_with(true, |c| c.refresh_reuse_grace = std::time::Duration::ZERO).await;
     let alice = app.register("Alice").await;
-    app.post(
-        "/account/refresh",
-        None,
-        json!({"refreshToken": alice.refresh}),
-    )
-    .await
-    .expect(200, None);
-    app.post(
-        "/account/refresh",
-        None,
-        json!({"refreshToken": alice.refresh}),
-    )
-    .await
-    .expect(401, Some("RefreshTokenReused"));
+    app.post("/account/refresh", None, json!({"refreshToken": alice.refresh}))
+        .await
+        .expect(200, None);
+    app.post("/account/refresh", None, json!({"refreshToken": alice.refresh}))
+        .await
+        .expect(401, Some("RefreshTokenReused"));
     app.get("/users/me", Some(&alice.access))
         .await
         .expect(401, Some("SessionRevoked"));
@@ -375,14 +334,8 @@ async fn concurrent_refreshes_rotate_once() {
     );
     a.expect(200, None);
     b.expect(200, None);
-    let rotated = [&a, &b]
-        .iter()
-        .filter(|r| r.body["refreshToken"].is_string())
-        .count();
-    assert_eq!(
-        rotated, 1,
-        "exactly one rotates, the other gets grace: {a:?} {b:?}"
-    );
+    let rotated = [&a, &b].iter().filter(|r| r.body["refreshToken"].is_string()).count();
+    assert_eq!(rotated, 1, "exactly one rotates, the other gets grace: {a:?} {b:?}");
 }
 
 #[tokio::test]
@@ -412,9 +365,7 @@ async fn change_password_rules() {
     .await
     .expect(401, Some("Unauthorized"));
     // Refusals changed nothing.
-    app.get("/users/me", Some(&alice.access))
-        .await
-        .expect(200, None);
+    app.get("/users/me", Some(&alice.access)).await.expect(200, None);
     app.post(
         "/account/login",
         None,
@@ -429,29 +380,17 @@ async fn reset_password_reveals_nothing_and_rotates_tokens() {
     let app = TestApp::spawn().await;
     let alice = app.register("Alice").await;
     let unknown = app
-        .post(
-            "/account/reset_password",
-            None,
-            json!({"email": "nobody@example.org"}),
-        )
+        .post("/account/reset_password", None, json!({"email": "nobody@example.org"}))
         .await;
     unknown.expect(200, None);
     assert_eq!(unknown.text, "null");
-    app.post(
-        "/account/reset_password",
-        None,
-        json!({"email": alice.email}),
-    )
-    .await
-    .expect(200, None);
+    app.post("/account/reset_password", None, json!({"email": alice.email}))
+        .await
+        .expect(200, None);
     let first = app.wait_for_mail(1).await;
-    app.post(
-        "/account/reset_password",
-        None,
-        json!({"email": alice.email}),
-    )
-    .await
-    .expect(200, None);
+    app.post("/account/reset_password", None, json!({"email": alice.email}))
+        .await
+        .expect(200, None);
     let second = app.wait_for_mail(2).await;
     let token = common::reset_token;
     // A new token invalidates the earlier one.
@@ -504,13 +443,9 @@ async fn reset_password_reveals_nothing_and_rotates_tokens() {
 async fn expired_reset_token() {
     let app = TestApp::spawn().await;
     let alice = app.register("Alice").await;
-    app.post(
-        "/account/reset_password",
-        None,
-        json!({"email": alice.email}),
-    )
-    .await
-    .expect(200, None);
+    app.post("/account/reset_password", None, json!({"email": alice.email}))
+        .await
+        .expect(200, None);
     let mail = app.wait_for_mail(1).await;
     let token = common::reset_token(&mail);
     sqlx::query("UPDATE password_reset_tokens SET expires_at = now() - interval '1 second'")
@@ -539,13 +474,9 @@ async fn logout_paths() {
     app.get("/users/me", Some(&alice.access))
         .await
         .expect(401, Some("SessionRevoked"));
-    app.post(
-        "/account/refresh",
-        None,
-        json!({"refreshToken": alice.refresh}),
-    )
-    .await
-    .expect(401, Some("InvalidRefreshToken"));
+    app.post("/account/refresh", None, json!({"refreshToken": alice.refresh}))
+        .await
+        .expect(401, Some("InvalidRefreshToken"));
 
     // Refresh token: revokes its family; idempotent and silent for unknown tokens.
     let l = app
@@ -568,13 +499,9 @@ async fn logout_paths() {
     app.post("/account/logout", None, json!({"refreshToken": refresh}))
         .await
         .expect(200, None);
-    app.post(
-        "/account/logout",
-        None,
-        json!({"refreshToken": "never-issued"}),
-    )
-    .await
-    .expect(200, None);
+    app.post("/account/logout", None, json!({"refreshToken": "never-issued"}))
+        .await
+        .expect(200, None);
 
     // Neither: 401. A revoked bearer counts as none (auth mode `opt`).
     app.call(Method::POST, "/account/logout", None, None)
@@ -596,21 +523,12 @@ async fn revocations_are_announced_on_the_bus() {
         .fetch_one(app.db())
         .await
         .unwrap();
-    let topic =
-        alterego::functions::bus::Topic::session(alterego::functions::ids::SessionId(session));
+    let topic = alterego::functions::bus::Topic::session(alterego::functions::ids::SessionId(session));
     let mut cap = app.capture(&[topic]).await;
-    app.call(
-        Method::POST,
-        "/account/logout_all",
-        Some(&alice.access),
-        None,
-    )
-    .await
-    .expect(200, None);
-    let ev = common::Capture::expect_op(
-        cap.next(std::time::Duration::from_secs(2)).await,
-        "sessions.revoked",
-    );
+    app.call(Method::POST, "/account/logout_all", Some(&alice.access), None)
+        .await
+        .expect(200, None);
+    let ev = common::Capture::expect_op(cap.next(std::time::Duration::from_secs(2)).await, "sessions.revoked");
     assert_eq!(ev.data["userId"], alice.id);
 }
 
@@ -618,9 +536,7 @@ async fn revocations_are_announced_on_the_bus() {
 async fn bad_tokens() {
     let app = TestApp::spawn().await;
     let alice = app.register("Alice").await;
-    app.get("/users/me", None)
-        .await
-        .expect(401, Some("Unauthorized"));
+    app.get("/users/me", None).await.expect(401, Some("Unauthorized"));
     for header in ["Basic abc", "Bearer", "Bearer a b", "token"] {
         let r = app
             .http
@@ -644,10 +560,7 @@ async fn bad_tokens() {
         .unwrap();
     TestApp::read(r).await.expect(200, None);
     // A token signed with another secret.
-    let other = alterego::functions::jwt::JwtKeys::new(
-        b"another-secret-another-secret-0123",
-        "http://alterego.test",
-    );
+    let other = alterego::functions::jwt::JwtKeys::new(b"another-secret-another-secret-0123", "http://alterego.test");
     let forged = other
         .user_token(
             uuid::Uuid::now_v7(),

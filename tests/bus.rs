@@ -39,10 +39,7 @@ async fn events_cross_instances_in_order() {
         a.publish(&topic, &format!("op.{i}"), &i).await;
     }
     for i in 0..50 {
-        assert_eq!(
-            next_op(&mut rx).await,
-            Some((topic.clone(), format!("op.{i}")))
-        );
+        assert_eq!(next_op(&mut rx).await, Some((topic.clone(), format!("op.{i}"))));
     }
     // Unsubscribed topics stop arriving.
     b.unsubscribe(&topic).await;
@@ -70,15 +67,8 @@ async fn a_user_update_reaches_a_second_instance() {
     let topic = Topic::profile(UserId(uuid::Uuid::parse_str(&alice.id).unwrap()));
     let mut rx = other.inbound();
     other.subscribe(&topic).await;
-    app.patch(
-        "/users/me",
-        Some(&alice.access),
-        serde_json::json!({"name": "Alicia"}),
-    )
-    .await
-    .expect(200, None);
-    assert_eq!(
-        next_op(&mut rx).await,
-        Some((topic, "users.onUpdate".to_string()))
-    );
+    app.patch("/users/me", Some(&alice.access), serde_json::json!({"name": "Alicia"}))
+        .await
+        .expect(200, None);
+    assert_eq!(next_op(&mut rx).await, Some((topic, "users.onUpdate".to_string())));
 }

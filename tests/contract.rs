@@ -11,17 +11,11 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 fn mikoto_api() -> Value {
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/mikoto-api.json"
-    );
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mikoto-api.json");
     let text = std::fs::read_to_string(fixture).expect("tests/fixtures/mikoto-api.json");
     // The fixture is a copy of the team's spec file; when the spec is checked out next to the
     // repository, they must not have drifted apart.
-    let shared = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/spec/mikoto-api.json"
-    );
+    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/spec/mikoto-api.json");
     if let Ok(spec) = std::fs::read_to_string(shared) {
         assert_eq!(
             spec, text,
@@ -53,10 +47,7 @@ impl Contract {
     fn response_schema(&self, method: &str, path: &str) -> Value {
         let op = &self.doc["paths"][path][method.to_lowercase()];
         let mut schema = op["responses"]["200"]["content"]["application/json"]["schema"].clone();
-        assert!(
-            schema.is_object(),
-            "Mikoto documents no JSON 200 for {method} {path}"
-        );
+        assert!(schema.is_object(), "Mikoto documents no JSON 200 for {method} {path}");
         schema["components"] = self.doc["components"].clone();
         schema
     }
@@ -91,10 +82,7 @@ async fn served_operations_match_mikoto() {
     let app = TestApp::spawn().await;
     let ours = app.get("/api.json", None).await;
     ours.expect(200, None);
-    assert_eq!(
-        ours.body["openapi"].as_str().map(|v| v.starts_with("3.1")),
-        Some(true)
-    );
+    assert_eq!(ours.body["openapi"].as_str().map(|v| v.starts_with("3.1")), Some(true));
 
     let theirs = operations(&mikoto);
     let mine = operations(&ours.body);
@@ -104,10 +92,7 @@ async fn served_operations_match_mikoto() {
     let by_id: BTreeMap<&String, &(String, String)> = theirs.iter().map(|(k, v)| (v, k)).collect();
     for (key, id) in &mine {
         if let Some(expected) = by_id.get(id) {
-            assert_eq!(
-                *expected, key,
-                "operationId {id} is served at the wrong method/path"
-            );
+            assert_eq!(*expected, key, "operationId {id} is served at the wrong method/path");
         }
     }
     let served: BTreeSet<String> = theirs
@@ -137,11 +122,22 @@ async fn served_operations_match_mikoto() {
             );
         }
     }
+    // Every reference in our document resolves.
+    let schemas = ours.body["components"]["schemas"]
+        .as_object()
+        .expect("component schemas");
+    for name in ours_text
+        .split("\"#/components/schemas/")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap_or_default())
+    {
+        assert!(
+            schemas.contains_key(name),
+            "/api.json references the missing component {name}"
+        );
+    }
     // The bearer scheme exists and protected operations use it.
-    assert_eq!(
-        ours.body["components"]["securitySchemes"]["bearer"]["scheme"],
-        "bearer"
-    );
+    assert_eq!(ours.body["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     assert!(
         ours.body["paths"]["/users/me"]["get"]["security"]
             .to_string()
@@ -149,13 +145,9 @@ async fn served_operations_match_mikoto() {
     );
 
     // Real responses of every served operation validate against Mikoto's schemas.
-    let contract = Contract {
-        doc: mikoto.clone(),
-    };
+    let contract = Contract { doc: mikoto.clone() };
     let mut seen = BTreeSet::new();
-    let check = |seen: &mut BTreeSet<String>, m: &str, p: &str, r: &common::Resp| {
-        contract.check(seen, m, p, r)
-    };
+    let check = |seen: &mut BTreeSet<String>, m: &str, p: &str, r: &common::Resp| contract.check(seen, m, p, r);
 
     check(&mut seen, "GET", "/", &app.get("/", None).await);
     let email = "contract@example.org";
@@ -168,28 +160,16 @@ async fn served_operations_match_mikoto() {
         .await;
     check(&mut seen, "POST", "/account/register", &reg);
     let login = app
-        .post(
-            "/account/login",
-            None,
-            json!({"email": email, "password": PASSWORD}),
-        )
+        .post("/account/login", None, json!({"email": email, "password": PASSWORD}))
         .await;
     check(&mut seen, "POST", "/account/login", &login);
     let refresh_token = login.body["refreshToken"].as_str().unwrap().to_string();
     let refreshed = app
-        .post(
-            "/account/refresh",
-            None,
-            json!({"refreshToken": refresh_token}),
-        )
+        .post("/account/refresh", None, json!({"refreshToken": refresh_token}))
         .await;
     check(&mut seen, "POST", "/account/refresh", &refreshed);
     let grace = app
-        .post(
-            "/account/refresh",
-            None,
-            json!({"refreshToken": refresh_token}),
-        )
+        .post("/account/refresh", None, json!({"refreshToken": refresh_token}))
         .await;
     check(&mut seen, "POST", "/account/refresh", &grace);
     let access = refreshed.body["accessToken"].as_str().unwrap().to_string();
@@ -200,11 +180,7 @@ async fn served_operations_match_mikoto() {
         &app.get("/users/me", Some(&access)).await,
     );
     let patched = app
-        .patch(
-            "/users/me",
-            Some(&access),
-            json!({"description": "hi", "name": "C"}),
-        )
+        .patch("/users/me", Some(&access), json!({"description": "hi", "name": "C"}))
         .await;
     check(&mut seen, "PATCH", "/users/me", &patched);
     let cleared = app
@@ -223,8 +199,7 @@ async fn served_operations_match_mikoto() {
         &mut seen,
         "POST",
         "/account/reset_password",
-        &app.post("/account/reset_password", None, json!({"email": email}))
-            .await,
+        &app.post("/account/reset_password", None, json!({"email": email})).await,
     );
     let mail = app.wait_for_mail(1).await;
     let token = common::reset_token(&mail);
@@ -235,12 +210,7 @@ async fn served_operations_match_mikoto() {
             json!({"token": token, "password": "third password"}),
         )
         .await;
-    check(
-        &mut seen,
-        "POST",
-        "/account/reset_password/submit",
-        &confirm,
-    );
+    check(&mut seen, "POST", "/account/reset_password/submit", &confirm);
     // Our additions are void operations returning `null` as well.
     let l = app
         .post(
@@ -251,11 +221,11 @@ async fn served_operations_match_mikoto() {
         .await;
     let a = l.body["accessToken"].as_str().unwrap();
     assert_eq!(
-        app.call(Method::POST, "/account/logout_all", Some(a), None)
-            .await
-            .text,
+        app.call(Method::POST, "/account/logout_all", Some(a), None).await.text,
         "null"
     );
+
+    community_scenario(&app, &contract, &mut seen).await;
 
     assert_eq!(
         seen, served,
@@ -266,5 +236,194 @@ async fn served_operations_match_mikoto() {
         served.len(),
         theirs.len(),
         served
+    );
+}
+
+/// Every community operation (spec §4.8, §4.9, §4.13–§4.16), validated against Mikoto's schemas.
+async fn community_scenario(app: &TestApp, contract: &Contract, seen: &mut BTreeSet<String>) {
+    let owner = app.register("Owner").await;
+    let guest = app.register("Guest").await;
+    let t = Some(owner.access.as_str());
+    let g = Some(guest.access.as_str());
+    let mut check = |m: &str, p: &str, r: &common::Resp| contract.check(seen, m, p, r);
+
+    let space = app.post("/spaces/", t, json!({"name": "Contract Space"})).await;
+    check("POST", "/spaces/", &space);
+    let sid = space.body["id"].as_str().unwrap().to_string();
+    check("GET", "/spaces/", &app.get("/spaces/", t).await);
+    check("GET", "/spaces/{spaceId}", &app.get(&format!("/spaces/{sid}"), t).await);
+    let patched = app
+        .patch(
+            &format!("/spaces/{sid}"),
+            t,
+            json!({"name": "Renamed", "visibility": "PUBLIC"}),
+        )
+        .await;
+    check("PATCH", "/spaces/{spaceId}", &patched);
+
+    let invite = app.post(&format!("/spaces/{sid}/invites/"), t, json!({})).await;
+    check("POST", "/spaces/{spaceId}/invites/", &invite);
+    let code = invite.body["id"].as_str().unwrap().to_string();
+    check(
+        "GET",
+        "/spaces/{spaceId}/invites/",
+        &app.get(&format!("/spaces/{sid}/invites/"), t).await,
+    );
+    check(
+        "GET",
+        "/spaces/join/{invite}",
+        &app.get(&format!("/spaces/join/{code}"), None).await,
+    );
+    check(
+        "POST",
+        "/spaces/join/{invite}",
+        &app.post(&format!("/spaces/join/{code}"), g, json!({})).await,
+    );
+
+    let channel = app
+        .post(
+            &format!("/spaces/{sid}/channels/"),
+            t,
+            json!({"name": "docs", "type": "DOCUMENT"}),
+        )
+        .await;
+    check("POST", "/spaces/{spaceId}/channels/", &channel);
+    let cid = channel.body["id"].as_str().unwrap().to_string();
+    check(
+        "GET",
+        "/spaces/{spaceId}/channels/",
+        &app.get(&format!("/spaces/{sid}/channels/"), t).await,
+    );
+    check(
+        "GET",
+        "/spaces/{spaceId}/channels/{channelId}",
+        &app.get(&format!("/spaces/{sid}/channels/{cid}"), t).await,
+    );
+    let renamed = app
+        .patch(&format!("/spaces/{sid}/channels/{cid}"), t, json!({"name": "notes"}))
+        .await;
+    check("PATCH", "/spaces/{spaceId}/channels/{channelId}", &renamed);
+    check(
+        "POST",
+        "/spaces/{spaceId}/channels/{channelId}/ack",
+        &app.post(&format!("/spaces/{sid}/channels/{cid}/ack"), t, json!({}))
+            .await,
+    );
+    check(
+        "GET",
+        "/spaces/{spaceId}/channels/unreads",
+        &app.get(&format!("/spaces/{sid}/channels/unreads"), t).await,
+    );
+
+    let role = app
+        .post(&format!("/spaces/{sid}/roles/"), t, json!({"name": "Mods"}))
+        .await;
+    check("POST", "/spaces/{spaceId}/roles/", &role);
+    let rid = role.body["id"].as_str().unwrap().to_string();
+    let role_patch = json!({"name": "Moderators", "permissions": "2048", "position": 1, "color": "#AbC"});
+    check(
+        "PATCH",
+        "/spaces/{spaceId}/roles/{roleId}",
+        &app.patch(&format!("/spaces/{sid}/roles/{rid}"), t, role_patch).await,
+    );
+
+    let gid = &guest.id;
+    check(
+        "GET",
+        "/spaces/{spaceId}/members/",
+        &app.get(&format!("/spaces/{sid}/members/?limit=10"), t).await,
+    );
+    check(
+        "GET",
+        "/spaces/{spaceId}/members/{userId}",
+        &app.get(&format!("/spaces/{sid}/members/{gid}"), t).await,
+    );
+    let added = app
+        .post(&format!("/spaces/{sid}/members/{gid}/roles/{rid}"), t, json!({}))
+        .await;
+    check("POST", "/spaces/{spaceId}/members/{userId}/roles/{roleId}", &added);
+    let removed = app.delete(&format!("/spaces/{sid}/members/{gid}/roles/{rid}"), t).await;
+    check("DELETE", "/spaces/{spaceId}/members/{userId}/roles/{roleId}", &removed);
+    let updated = app
+        .patch(&format!("/spaces/{sid}/members/{gid}"), t, json!({"roleIds": [rid]}))
+        .await;
+    check("PATCH", "/spaces/{spaceId}/members/{userId}", &updated);
+    let bot = app.create_bot(&owner.id, "Helper Bot", false).await;
+    check(
+        "POST",
+        "/spaces/{spaceId}/members/",
+        &app.post(&format!("/spaces/{sid}/members/"), t, json!({"userId": bot}))
+            .await,
+    );
+    check(
+        "DELETE",
+        "/spaces/{spaceId}/members/{userId}",
+        &app.delete(&format!("/spaces/{sid}/members/{bot}"), t).await,
+    );
+
+    check(
+        "POST",
+        "/spaces/{spaceId}/notification-preference",
+        &app.post(
+            &format!("/spaces/{sid}/notification-preference"),
+            g,
+            json!({"level": "MENTIONS"}),
+        )
+        .await,
+    );
+    check(
+        "GET",
+        "/spaces/{spaceId}/notification-preference",
+        &app.get(&format!("/spaces/{sid}/notification-preference"), g).await,
+    );
+    check(
+        "GET",
+        "/spaces/notification-preferences",
+        &app.get("/spaces/notification-preferences", g).await,
+    );
+
+    check(
+        "DELETE",
+        "/spaces/{spaceId}/leave",
+        &app.delete(&format!("/spaces/{sid}/leave"), g).await,
+    );
+    let ban = app
+        .post(
+            &format!("/spaces/{sid}/bans/"),
+            t,
+            json!({"userId": gid, "reason": "spam"}),
+        )
+        .await;
+    check("POST", "/spaces/{spaceId}/bans/", &ban);
+    check(
+        "GET",
+        "/spaces/{spaceId}/bans/",
+        &app.get(&format!("/spaces/{sid}/bans/"), t).await,
+    );
+    check(
+        "DELETE",
+        "/spaces/{spaceId}/bans/{userId}",
+        &app.delete(&format!("/spaces/{sid}/bans/{gid}"), t).await,
+    );
+
+    check(
+        "DELETE",
+        "/spaces/{spaceId}/invites/{inviteId}",
+        &app.delete(&format!("/spaces/{sid}/invites/{code}"), t).await,
+    );
+    check(
+        "DELETE",
+        "/spaces/{spaceId}/roles/{roleId}",
+        &app.delete(&format!("/spaces/{sid}/roles/{rid}"), t).await,
+    );
+    check(
+        "DELETE",
+        "/spaces/{spaceId}/channels/{channelId}",
+        &app.delete(&format!("/spaces/{sid}/channels/{cid}"), t).await,
+    );
+    check(
+        "DELETE",
+        "/spaces/{spaceId}",
+        &app.delete(&format!("/spaces/{sid}"), t).await,
     );
 }

@@ -10,10 +10,7 @@ use common::TestApp;
 /// Runs headless Chromium on `url` and returns the DOM after the page's scripts ran.
 fn rendered_dom(url: &str) -> String {
     let browser = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
-    let profile = std::env::temp_dir().join(format!(
-        "alterego-chromium-{}",
-        uuid::Uuid::now_v7().simple()
-    ));
+    let profile = std::env::temp_dir().join(format!("alterego-chromium-{}", uuid::Uuid::now_v7().simple()));
     let out = Command::new(&browser)
         .args([
             "--headless",
@@ -30,9 +27,7 @@ fn rendered_dom(url: &str) -> String {
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(url)
         .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `{browser}` (install Debian's chromium; scripts/test.sh does): {e}")
-        });
+        .unwrap_or_else(|e| panic!("cannot run `{browser}` (install Debian's chromium; scripts/test.sh does): {e}"));
     let _ = std::fs::remove_dir_all(&profile);
     assert!(
         out.status.success(),

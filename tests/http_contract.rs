@@ -31,20 +31,11 @@ async fn framework_rejections_are_json() {
     .await;
     r.expect(400, Some("InvalidJson"));
     // Wrong shape → 422 InvalidBody with the field.
-    let r = raw(app
-        .http
-        .post(&url)
-        .json(&json!({"email": ["x"], "password": "y"})))
-    .await;
+    let r = raw(app.http.post(&url).json(&json!({"email": ["x"], "password": "y"}))).await;
     r.expect(422, Some("InvalidBody"));
     assert_eq!(r.body["field"], "email");
     // Wrong content type → 415.
-    let r = raw(app
-        .http
-        .post(&url)
-        .header("content-type", "text/plain")
-        .body("{}x"))
-    .await;
+    let r = raw(app.http.post(&url).header("content-type", "text/plain").body("{}x")).await;
     r.expect(415, Some("UnsupportedMediaType"));
     // No content type with a body → 415.
     let r = raw(app.http.post(&url).body(r#"{"email":"a","password":"b"}"#)).await;
@@ -58,16 +49,8 @@ async fn framework_rejections_are_json() {
     .await;
     r.expect(401, Some("WrongPassword"));
     // Over 2 MiB → 413.
-    let big = format!(
-        r#"{{"email":"{}","password":"x"}}"#,
-        "a".repeat(2 * 1024 * 1024 + 10)
-    );
-    let r = raw(app
-        .http
-        .post(&url)
-        .header("content-type", "application/json")
-        .body(big))
-    .await;
+    let big = format!(r#"{{"email":"{}","password":"x"}}"#, "a".repeat(2 * 1024 * 1024 + 10));
+    let r = raw(app.http.post(&url).header("content-type", "application/json").body(big)).await;
     r.expect(413, Some("PayloadTooLarge"));
     // Integers as strings are rejected (spec §2.4) — covered by the unit tests of the extractor.
 }
@@ -77,11 +60,7 @@ async fn body_less_requests_are_accepted() {
     let app = TestApp::spawn().await;
     let alice = app.register("Alice").await;
     // No body, no content type: treated as {} (logout has no required field).
-    let r = raw(app
-        .http
-        .post(app.url("/account/logout"))
-        .bearer_auth(&alice.access))
-    .await;
+    let r = raw(app.http.post(app.url("/account/logout")).bearer_auth(&alice.access)).await;
     r.expect(200, None);
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.text, "null");
@@ -105,21 +84,15 @@ async fn unknown_routes_and_methods() {
     let r = app.call(Method::PUT, "/users/me", None, None).await;
     r.expect(405, Some("MethodNotAllowed"));
     // Paths are case-sensitive.
-    app.get("/Users/me", None)
-        .await
-        .expect(404, Some("NotFound"));
+    app.get("/Users/me", None).await.expect(404, Some("NotFound"));
 }
 
 #[tokio::test]
 async fn trailing_slashes_are_tolerated() {
     let app = TestApp::spawn().await;
     let alice = app.register("Alice").await;
-    app.get("/users/me/", Some(&alice.access))
-        .await
-        .expect(200, None);
-    app.get("/users/me", Some(&alice.access))
-        .await
-        .expect(200, None);
+    app.get("/users/me/", Some(&alice.access)).await.expect(200, None);
+    app.get("/users/me", Some(&alice.access)).await.expect(200, None);
     app.post(
         "/account/login/",
         None,
@@ -144,28 +117,17 @@ async fn request_ids_and_security_headers() {
     assert!(uuid::Uuid::parse_str(id).is_ok());
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
-    assert_eq!(
-        r.header("referrer-policy"),
-        Some("strict-origin-when-cross-origin")
-    );
+    assert_eq!(r.header("referrer-policy"), Some("strict-origin-when-cross-origin"));
     assert_eq!(
         r.header("content-security-policy"),
         Some("default-src 'none'; frame-ancestors 'none'")
     );
-    assert_eq!(
-        r.header("strict-transport-security"),
-        None,
-        "HSTS only in production"
-    );
+    assert_eq!(r.header("strict-transport-security"), None, "HSTS only in production");
     // A valid incoming id is echoed; an invalid one replaced.
     let mine = uuid::Uuid::new_v4().to_string();
     let r = raw(app.http.get(app.url("/")).header("x-request-id", &mine)).await;
     assert_eq!(r.header("x-request-id"), Some(mine.as_str()));
-    let r = raw(app
-        .http
-        .get(app.url("/"))
-        .header("x-request-id", "not-a-uuid"))
-    .await;
+    let r = raw(app.http.get(app.url("/")).header("x-request-id", "not-a-uuid")).await;
     assert_ne!(r.header("x-request-id"), Some("not-a-uuid"));
     // Errors carry them too.
     let r = app.get("/nope", None).await;
@@ -197,22 +159,10 @@ async fn cors_follows_configuration() {
     for m in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
         assert!(methods.contains(m), "{methods}");
     }
-    assert!(
-        preflight
-            .header("access-control-allow-credentials")
-            .is_none()
-    );
-    let other = raw(app
-        .http
-        .get(app.url("/"))
-        .header("origin", "http://evil.example"))
-    .await;
+    assert!(preflight.header("access-control-allow-credentials").is_none());
+    let other = raw(app.http.get(app.url("/")).header("origin", "http://evil.example")).await;
     assert!(other.header("access-control-allow-origin").is_none());
-    let ok = raw(app
-        .http
-        .get(app.url("/"))
-        .header("origin", "http://web.alterego.test"))
-    .await;
+    let ok = raw(app.http.get(app.url("/")).header("origin", "http://web.alterego.test")).await;
     let exposed = ok
         .header("access-control-expose-headers")
         .unwrap_or_default()
@@ -231,15 +181,9 @@ async fn cors_follows_configuration() {
 
 #[tokio::test]
 async fn production_adds_hsts() {
-    let app = TestApp::spawn_with(false, |c| {
-        c.environment = alterego::config::Environment::Production
-    })
-    .await;
+    let app = TestApp::spawn_with(false, |c| c.environment = alterego::config::Environment::Production).await;
     let r = app.get("/", None).await;
-    assert_eq!(
-        r.header("strict-transport-security"),
-        Some("max-age=63072000")
-    );
+    assert_eq!(r.header("strict-transport-security"), Some("max-age=63072000"));
 }
 
 #[tokio::test]

@@ -12,9 +12,7 @@ async fn health_readiness_and_draining() {
     assert_eq!(r.body["status"], "ok");
     app.get("/readyz", None).await.expect(200, None);
     app.state.start_draining();
-    app.get("/readyz", None)
-        .await
-        .expect(503, Some("ServiceUnavailable"));
+    app.get("/readyz", None).await.expect(503, Some("ServiceUnavailable"));
     app.get("/healthz", None).await.expect(200, None);
 }
 
@@ -22,9 +20,7 @@ async fn health_readiness_and_draining() {
 async fn readiness_fails_when_the_database_is_gone() {
     let app = TestApp::spawn_with(false, |_| {}).await;
     app.state.db.close().await;
-    app.get("/readyz", None)
-        .await
-        .expect(503, Some("ServiceUnavailable"));
+    app.get("/readyz", None).await.expect(503, Some("ServiceUnavailable"));
 }
 
 #[tokio::test]
@@ -34,11 +30,7 @@ async fn metrics_are_prometheus_text() {
     app.get("/nope", None).await.expect(404, None);
     let r = app.get("/metrics", None).await;
     assert_eq!(r.status, 200);
-    assert!(
-        r.header("content-type")
-            .unwrap_or_default()
-            .starts_with("text/plain")
-    );
+    assert!(r.header("content-type").unwrap_or_default().starts_with("text/plain"));
     assert!(
         r.text
             .contains("http_requests_total{method=\"GET\",route=\"/\",status=\"200\"}"),
@@ -56,23 +48,13 @@ async fn docs_page_is_self_contained() {
     for path in ["/docs", "/scalar"] {
         let r = app.get(path, None).await;
         assert_eq!(r.status, 200);
-        assert!(
-            r.header("content-type")
-                .unwrap_or_default()
-                .starts_with("text/html")
-        );
+        assert!(r.header("content-type").unwrap_or_default().starts_with("text/html"));
         assert!(r.text.contains("/api.json"));
-        assert!(
-            r.text.len() > 500_000,
-            "the Scalar bundle is embedded, not fetched"
-        );
+        assert!(r.text.len() > 500_000, "the Scalar bundle is embedded, not fetched");
         assert!(!r.text.contains("<script src="), "no external script tag");
         let csp = r.header("content-security-policy").unwrap_or_default();
         // The page may talk to this origin only: nothing is fetched from a CDN.
-        assert!(
-            csp.contains("connect-src 'self'") && !csp.contains("http"),
-            "{csp}"
-        );
+        assert!(csp.contains("connect-src 'self'") && !csp.contains("http"), "{csp}");
     }
 }
 
@@ -83,10 +65,7 @@ async fn openapi_document_describes_the_api() {
     r.expect(200, None);
     let doc = &r.body;
     assert_eq!(doc["openapi"], "3.1.0");
-    assert_eq!(
-        doc["paths"]["/account/logout"]["post"]["operationId"],
-        "account.logout"
-    );
+    assert_eq!(doc["paths"]["/account/logout"]["post"]["operationId"], "account.logout");
     assert_eq!(
         doc["paths"]["/account/logout_all"]["post"]["operationId"],
         "account.logout_all"
@@ -94,9 +73,7 @@ async fn openapi_document_describes_the_api() {
     // Errors are documented with the shared body schema.
     let default = &doc["paths"]["/account/login"]["post"]["responses"]["default"];
     assert!(
-        default
-            .to_string()
-            .contains("#/components/schemas/ErrorBody"),
+        default.to_string().contains("#/components/schemas/ErrorBody"),
         "{default}"
     );
     assert!(doc["components"]["schemas"]["ErrorBody"]["properties"]["code"].is_object());

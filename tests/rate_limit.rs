@@ -6,11 +6,7 @@ use common::{PASSWORD, TestApp, random_ip};
 use serde_json::{Value, json};
 
 async fn post_from(app: &TestApp, ip: &str, path: &str, body: Value) -> common::Resp {
-    let req = app
-        .http
-        .post(app.url(path))
-        .header("x-forwarded-for", ip)
-        .json(&body);
+    let req = app.http.post(app.url(path)).header("x-forwarded-for", ip).json(&body);
     TestApp::read(req.send().await.unwrap()).await
 }
 
@@ -25,15 +21,8 @@ async fn register_bucket_headers_and_429() {
         // `register` (5/h) has fewer remaining than `auth` (10/min), so it governs the headers.
         assert_eq!(r.header("x-ratelimit-bucket"), Some("register"));
         assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
-        assert_eq!(
-            r.header("x-ratelimit-remaining"),
-            Some((4 - i).to_string().as_str())
-        );
-        let reset: f64 = r
-            .header("x-ratelimit-reset-after")
-            .unwrap()
-            .parse()
-            .unwrap();
+        assert_eq!(r.header("x-ratelimit-remaining"), Some((4 - i).to_string().as_str()));
+        let reset: f64 = r.header("x-ratelimit-reset-after").unwrap().parse().unwrap();
         assert!(reset > 0.0 && reset <= 3600.0);
     }
     let r = post_from(
@@ -50,10 +39,7 @@ async fn register_bucket_headers_and_429() {
         retry > 600.0 && retry <= 720.0,
         "one register slot refills every 12 minutes: {retry}"
     );
-    assert_eq!(
-        r.header("retry-after"),
-        Some(retry.ceil().to_string().as_str())
-    );
+    assert_eq!(r.header("retry-after"), Some(retry.ceil().to_string().as_str()));
     assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
     // Nothing was created by the refused request; another client is unaffected.
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
@@ -159,11 +145,7 @@ async fn general_and_anonymous_buckets() {
     let r = app.get("/api.json", None).await;
     assert_eq!(r.header("x-ratelimit-bucket"), Some("anonymous"));
     let r = app
-        .post(
-            "/account/refresh",
-            None,
-            json!({"refreshToken": alice.refresh}),
-        )
+        .post("/account/refresh", None, json!({"refreshToken": alice.refresh}))
         .await;
     assert_eq!(r.header("x-ratelimit-bucket"), Some("refresh"));
     // Operational endpoints are exempt.
@@ -179,7 +161,13 @@ async fn forwarded_for_is_only_trusted_from_trusted_proxies() {
     // No trusted proxies: every request is keyed by the TCP peer, whatever the header says.
     let app = TestApp::spawn_with(true, |c| c.trusted_proxies.clear()).await;
     for _ in 0..5 {
-        let r = post_from(&app, &random_ip(), "/account/register", json!({"email": format!("{}@x.org", uuid::Uuid::now_v7().simple()), "name": "U", "password": PASSWORD})).await;
+        let r = post_from(
+            &app,
+            &random_ip(),
+            "/account/register",
+            json!({"email": format!("{}@x.org", uuid::Uuid::now_v7().simple()), "name": "U", "password": PASSWORD}),
+        )
+        .await;
         r.expect(200, None);
     }
     let r = post_from(

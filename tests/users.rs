@@ -31,14 +31,8 @@ async fn patch_semantics_and_event() {
     r.expect(200, None);
     assert_eq!(r.body["name"], "Alice A.");
     assert_eq!(r.body["description"], "hello");
-    let ev = Capture::expect_op(
-        alice_events.next(Duration::from_secs(2)).await,
-        "users.onUpdate",
-    );
-    assert_eq!(
-        ev.data, r.body,
-        "the event carries the same UserExt as the response"
-    );
+    let ev = Capture::expect_op(alice_events.next(Duration::from_secs(2)).await, "users.onUpdate");
+    assert_eq!(ev.data, r.body, "the event carries the same UserExt as the response");
     assert!(
         bob_events.next(Duration::from_millis(300)).await.is_none(),
         "another user's topic stays quiet"
@@ -56,39 +50,25 @@ async fn patch_semantics_and_event() {
     assert_eq!(r.body["name"], "Alice A.");
     assert!(r.body["description"].is_null());
     // `""` is stored as null.
-    app.patch(
-        "/users/me",
-        Some(&alice.access),
-        json!({"description": "x"}),
-    )
-    .await
-    .expect(200, None);
+    app.patch("/users/me", Some(&alice.access), json!({"description": "x"}))
+        .await
+        .expect(200, None);
     let r = app
         .patch("/users/me", Some(&alice.access), json!({"description": ""}))
         .await;
     assert!(r.body["description"].is_null());
-    let stored: Option<String> =
-        sqlx::query_scalar("SELECT description FROM users WHERE id = $1::uuid")
-            .bind(&alice.id)
-            .fetch_one(app.db())
-            .await
-            .unwrap();
+    let stored: Option<String> = sqlx::query_scalar("SELECT description FROM users WHERE id = $1::uuid")
+        .bind(&alice.id)
+        .fetch_one(app.db())
+        .await
+        .unwrap();
     assert_eq!(stored, None);
 
     // An empty patch changes nothing and publishes nothing.
-    while alice_events
-        .next(Duration::from_millis(100))
-        .await
-        .is_some()
-    {}
+    while alice_events.next(Duration::from_millis(100)).await.is_some() {}
     let r = app.patch("/users/me", Some(&alice.access), json!({})).await;
     r.expect(200, None);
-    assert!(
-        alice_events
-            .next(Duration::from_millis(300))
-            .await
-            .is_none()
-    );
+    assert!(alice_events.next(Duration::from_millis(300)).await.is_none());
     let me = app.get("/users/me", Some(&alice.access)).await;
     assert_eq!(me.body, r.body);
 }
@@ -99,12 +79,7 @@ async fn patch_validation() {
     let alice = app.register("Alice").await;
     let cases = [
         (json!({"name": ""}), 400, "ValidationFailed", "name"),
-        (
-            json!({"name": "x".repeat(65)}),
-            400,
-            "ValidationFailed",
-            "name",
-        ),
+        (json!({"name": "x".repeat(65)}), 400, "ValidationFailed", "name"),
         (json!({"name": "a\u{0}b"}), 400, "ValidationFailed", "name"),
         (
             json!({"description": "d".repeat(2049)}),
@@ -128,9 +103,7 @@ async fn patch_validation() {
         (json!({"avatar": 5}), 422, "InvalidBody", "avatar"),
     ];
     for (body, status, code, field) in cases {
-        let r = app
-            .patch("/users/me", Some(&alice.access), body.clone())
-            .await;
+        let r = app.patch("/users/me", Some(&alice.access), body.clone()).await;
         r.expect(status, Some(code));
         assert_eq!(r.body["field"], field, "{body}");
     }

@@ -28,7 +28,11 @@ impl From<StandingRow> for Standing {
             .role_ids
             .iter()
             .zip(r.role_perms.iter().zip(r.role_positions.iter()))
-            .map(|(id, (p, pos))| RoleGrant { id: *id, permissions: Permissions::from_stored(*p), position: *pos })
+            .map(|(id, (p, pos))| RoleGrant {
+                id: *id,
+                permissions: Permissions::from_stored(*p),
+                position: *pos,
+            })
             .collect();
         Standing {
             user_id: r.user_id,
@@ -41,7 +45,11 @@ impl From<StandingRow> for Standing {
 }
 
 /// Standings of members of a space: all of them, or only `users`. One query.
-pub async fn standings(db: impl PgExecutor<'_>, space: SpaceId, users: Option<&[UserId]>) -> Result<Vec<Standing>, Error> {
+pub async fn standings(
+    db: impl PgExecutor<'_>,
+    space: SpaceId,
+    users: Option<&[UserId]>,
+) -> Result<Vec<Standing>, Error> {
     let users: Option<Vec<Uuid>> = users.map(|u| u.iter().map(|u| u.0).collect());
     let rows: Vec<StandingRow> = sqlx::query_as(
         "SELECT m.user_id, s.owner_id = m.user_id AS is_owner, d.id AS everyone_id, d.permissions AS everyone, \
@@ -86,7 +94,10 @@ pub async fn space_overrides(db: impl PgExecutor<'_>, space: SpaceId) -> Result<
     .bind(space)
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.channel_id, to_override(&r.target_type, r.target_id, r.allow, r.deny))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.channel_id, to_override(&r.target_type, r.target_id, r.allow, r.deny)))
+        .collect())
 }
 
 /// The overrides of one channel.
@@ -97,12 +108,23 @@ pub async fn channel_overrides(db: impl PgExecutor<'_>, channel: ChannelId) -> R
     .bind(channel)
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|r| to_override(&r.target_type, r.target_id, r.allow, r.deny)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| to_override(&r.target_type, r.target_id, r.allow, r.deny))
+        .collect())
 }
 
 fn to_override(kind: &str, target: Uuid, allow: i64, deny: i64) -> Override {
-    let target = if kind == "MEMBER" { Target::Member(target) } else { Target::Role(target) };
-    Override { target, allow: Permissions::from_stored(allow), deny: Permissions::from_stored(deny) }
+    let target = if kind == "MEMBER" {
+        Target::Member(target)
+    } else {
+        Target::Role(target)
+    };
+    Override {
+        target,
+        allow: Permissions::from_stored(allow),
+        deny: Permissions::from_stored(deny),
+    }
 }
 
 /// The channels of a space each member can view.
@@ -110,7 +132,11 @@ pub type Visibility = HashMap<UserId, BTreeSet<ChannelId>>;
 
 /// What every member (or only `users`) can see in a space right now. Used before and after a
 /// change to compute visibility deltas (spec §5.5 Δvis).
-pub async fn visibility(conn: &mut sqlx::PgConnection, space: SpaceId, users: Option<&[UserId]>) -> Result<Visibility, Error> {
+pub async fn visibility(
+    conn: &mut sqlx::PgConnection,
+    space: SpaceId,
+    users: Option<&[UserId]>,
+) -> Result<Visibility, Error> {
     let standings = standings(&mut *conn, space, users).await?;
     let all = channels::list(&mut *conn, space).await?;
     let overrides = space_overrides(&mut *conn, space).await?;
@@ -129,7 +155,14 @@ pub async fn visibility(conn: &mut sqlx::PgConnection, space: SpaceId, users: Op
 
 /// The channels a member can view, in `SpaceExt.channels` order.
 pub fn visible_channels(standing: &Standing, all: &[Channel], overrides: &[(Uuid, Override)]) -> Vec<Channel> {
-    all.iter().filter(|c| standing.channel_in(c.id.0, overrides).contains(Permissions::VIEW_CHANNEL)).cloned().collect()
+    all.iter()
+        .filter(|c| {
+            standing
+                .channel_in(c.id.0, overrides)
+                .contains(Permissions::VIEW_CHANNEL)
+        })
+        .cloned()
+        .collect()
 }
 
 /// The caller's membership in a space, for authorization.
@@ -144,7 +177,11 @@ impl SpaceMember {
     /// 404 unless `user` is a member of `space` (a space one cannot see does not exist).
     pub async fn load(db: impl PgExecutor<'_>, space: SpaceId, user: UserId) -> Result<SpaceMember, Error> {
         let standing = standing(db, space, user).await?.ok_or_else(Error::not_found)?;
-        Ok(SpaceMember { space_id: space, user_id: user, standing })
+        Ok(SpaceMember {
+            space_id: space,
+            user_id: user,
+            standing,
+        })
     }
 
     pub fn permissions(&self) -> Permissions {
@@ -161,14 +198,19 @@ impl SpaceMember {
         if self.standing.is_owner {
             Ok(())
         } else {
-            Err(Error::new(ErrorCode::Forbidden, "Only the owner of the space may do this"))
+            Err(Error::new(
+                ErrorCode::Forbidden,
+                "Only the owner of the space may do this",
+            ))
         }
     }
 
     /// A channel of this space the caller can view, with the caller's permissions in it;
     /// 404 for channels of other spaces and for channels the caller cannot view.
     pub async fn channel(&self, conn: &mut sqlx::PgConnection, id: ChannelId) -> Result<(Channel, Permissions), Error> {
-        let channel = channels::get(&mut *conn, self.space_id, id).await?.ok_or_else(Error::not_found)?;
+        let channel = channels::get(&mut *conn, self.space_id, id)
+            .await?
+            .ok_or_else(Error::not_found)?;
         let perms = self.standing.channel(&channel_overrides(&mut *conn, id).await?);
         if !perms.contains(Permissions::VIEW_CHANNEL) {
             return Err(Error::not_found());
@@ -182,10 +224,37 @@ pub fn require_bits(held: Permissions, needed: Permissions) -> Result<(), Error>
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(Error::new(ErrorCode::InsufficientPermissions, format!("Missing permission: {}", missing.names())))
+        Err(Error::new(
+            ErrorCode::InsufficientPermissions,
+            format!("Missing permission: {}", missing.names()),
+        ))
     }
 }
 
 pub fn insufficient_rank() -> Error {
-    Error::new(ErrorCode::InsufficientRank, "The target is not below you in the role hierarchy")
+    Error::new(
+        ErrorCode::InsufficientRank,
+        "The target is not below you in the role hierarchy",
+    )
+}
+
+/// Visibility deltas (spec §5.5 Δvis): `channels.onCreate` for each channel a member newly sees,
+/// `channels.onDelete` for each they no longer see, sent to that member's own topic.
+pub fn visibility_events(
+    before: &Visibility,
+    after: &Visibility,
+    all: &[Channel],
+    outbox: &mut crate::functions::bus::Outbox,
+) {
+    use crate::functions::bus::Topic;
+    let empty = BTreeSet::new();
+    for (user, now) in after {
+        let was = before.get(user).unwrap_or(&empty);
+        for c in all.iter().filter(|c| now.contains(&c.id) && !was.contains(&c.id)) {
+            outbox.push(Topic::user(*user), "channels.onCreate", c);
+        }
+        for c in all.iter().filter(|c| was.contains(&c.id) && !now.contains(&c.id)) {
+            outbox.push(Topic::user(*user), "channels.onDelete", c);
+        }
+    }
 }

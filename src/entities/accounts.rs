@@ -5,37 +5,24 @@ use sqlx::{PgConnection, PgExecutor};
 use crate::error::{Error, ErrorCode};
 use crate::functions::ids::UserId;
 
-pub async fn insert(
-    conn: &mut PgConnection,
-    user: UserId,
-    email: &str,
-    password_hash: &str,
-) -> Result<(), Error> {
-    let res =
-        sqlx::query("INSERT INTO accounts (user_id, email, password_hash) VALUES ($1, $2, $3)")
-            .bind(user)
-            .bind(email)
-            .bind(password_hash)
-            .execute(conn)
-            .await;
+pub async fn insert(conn: &mut PgConnection, user: UserId, email: &str, password_hash: &str) -> Result<(), Error> {
+    let res = sqlx::query("INSERT INTO accounts (user_id, email, password_hash) VALUES ($1, $2, $3)")
+        .bind(user)
+        .bind(email)
+        .bind(password_hash)
+        .execute(conn)
+        .await;
     match res {
         Ok(_) => Ok(()),
         Err(sqlx::Error::Database(db)) if db.constraint() == Some("accounts_email_key") => {
-            Err(Error::new(
-                ErrorCode::EmailTaken,
-                "An account with this email already exists",
-            )
-            .with_field("email"))
+            Err(Error::new(ErrorCode::EmailTaken, "An account with this email already exists").with_field("email"))
         }
         Err(e) => Err(e.into()),
     }
 }
 
 /// The account behind an email: its user and password hash.
-pub async fn find_by_email(
-    db: impl PgExecutor<'_>,
-    email: &str,
-) -> Result<Option<(UserId, String)>, Error> {
+pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> Result<Option<(UserId, String)>, Error> {
     Ok(
         sqlx::query_as("SELECT user_id, password_hash FROM accounts WHERE email = $1")
             .bind(email)
@@ -53,11 +40,7 @@ pub async fn password_hash(db: impl PgExecutor<'_>, user: UserId) -> Result<Opti
     )
 }
 
-pub async fn set_password(
-    db: impl PgExecutor<'_>,
-    user: UserId,
-    password_hash: &str,
-) -> Result<(), Error> {
+pub async fn set_password(db: impl PgExecutor<'_>, user: UserId, password_hash: &str) -> Result<(), Error> {
     sqlx::query("UPDATE accounts SET password_hash = $2 WHERE user_id = $1")
         .bind(user)
         .bind(password_hash)

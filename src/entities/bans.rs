@@ -51,7 +51,12 @@ impl From<BanRow> for BanInfo {
 }
 
 /// Bans of a space in creation order, after the ban id `after`.
-pub async fn list(db: impl PgExecutor<'_>, space: SpaceId, after: Option<BanId>, limit: i64) -> Result<Vec<BanInfo>, Error> {
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    space: SpaceId,
+    after: Option<BanId>,
+    limit: i64,
+) -> Result<Vec<BanInfo>, Error> {
     let rows: Vec<BanRow> = sqlx::query_as(
         "SELECT b.id, b.user_id, b.space_id, b.reason, u.name, u.avatar, u.description, u.category \
          FROM bans b JOIN users u ON u.id = b.user_id \
@@ -66,15 +71,22 @@ pub async fn list(db: impl PgExecutor<'_>, space: SpaceId, after: Option<BanId>,
 }
 
 pub async fn is_banned(db: impl PgExecutor<'_>, space: SpaceId, user: UserId) -> Result<bool, Error> {
-    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM bans WHERE space_id = $1 AND user_id = $2)")
-        .bind(space)
-        .bind(user)
-        .fetch_one(db)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM bans WHERE space_id = $1 AND user_id = $2)")
+            .bind(space)
+            .bind(user)
+            .fetch_one(db)
+            .await?,
+    )
 }
 
 /// Records a ban; 409 `AlreadyBanned` when one exists.
-pub async fn insert(conn: &mut sqlx::PgConnection, space: SpaceId, user: UserId, reason: Option<&str>) -> Result<BanInfo, Error> {
+pub async fn insert(
+    conn: &mut sqlx::PgConnection,
+    space: SpaceId,
+    user: UserId,
+    reason: Option<&str>,
+) -> Result<BanInfo, Error> {
     let id = BanId::new();
     let res = sqlx::query("INSERT INTO bans (id, space_id, user_id, reason) VALUES ($1, $2, $3, $4)")
         .bind(id)
@@ -101,6 +113,10 @@ pub async fn insert(conn: &mut sqlx::PgConnection, space: SpaceId, user: UserId,
 }
 
 pub async fn delete(db: impl PgExecutor<'_>, space: SpaceId, user: UserId) -> Result<(), Error> {
-    sqlx::query("DELETE FROM bans WHERE space_id = $1 AND user_id = $2").bind(space).bind(user).execute(db).await?;
+    sqlx::query("DELETE FROM bans WHERE space_id = $1 AND user_id = $2")
+        .bind(space)
+        .bind(user)
+        .execute(db)
+        .await?;
     Ok(())
 }

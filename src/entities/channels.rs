@@ -69,7 +69,10 @@ pub async fn get(db: impl PgExecutor<'_>, space: SpaceId, id: ChannelId) -> Resu
 }
 
 pub async fn count(db: impl PgExecutor<'_>, space: SpaceId) -> Result<i64, Error> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM channels WHERE space_id = $1").bind(space).fetch_one(db).await?)
+    Ok(sqlx::query_scalar("SELECT count(*) FROM channels WHERE space_id = $1")
+        .bind(space)
+        .fetch_one(db)
+        .await?)
 }
 
 pub async fn insert(conn: &mut sqlx::PgConnection, c: &Channel) -> Result<(), Error> {
@@ -87,7 +90,10 @@ pub async fn insert(conn: &mut sqlx::PgConnection, c: &Channel) -> Result<(), Er
     .execute(&mut *conn)
     .await?;
     if c.kind == ChannelType::Document {
-        sqlx::query("INSERT INTO documents (channel_id) VALUES ($1)").bind(c.id).execute(conn).await?;
+        sqlx::query("INSERT INTO documents (channel_id) VALUES ($1)")
+            .bind(c.id)
+            .execute(conn)
+            .await?;
     }
     Ok(())
 }
@@ -116,7 +122,10 @@ pub async fn update(db: impl PgExecutor<'_>, c: &Channel) -> Result<(), Error> {
 }
 
 pub async fn delete(db: impl PgExecutor<'_>, id: ChannelId) -> Result<(), Error> {
-    sqlx::query("DELETE FROM channels WHERE id = $1").bind(id).execute(db).await?;
+    sqlx::query("DELETE FROM channels WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
@@ -139,8 +148,11 @@ pub fn subtree_deepest_first(all: &[Channel], id: ChannelId) -> Vec<ChannelId> {
     let mut levels: Vec<Vec<ChannelId>> = vec![vec![id]];
     loop {
         let last = levels.last().cloned().unwrap_or_default();
-        let next: Vec<ChannelId> =
-            all.iter().filter(|c| c.parent_id.is_some_and(|p| last.contains(&p))).map(|c| c.id).collect();
+        let next: Vec<ChannelId> = all
+            .iter()
+            .filter(|c| c.parent_id.is_some_and(|p| last.contains(&p)))
+            .map(|c| c.id)
+            .collect();
         if next.is_empty() || levels.len() > all.len() {
             break;
         }
@@ -167,7 +179,12 @@ pub async fn unreads(db: impl PgExecutor<'_>, space: SpaceId, user: UserId) -> R
     .await?)
 }
 
-pub async fn acknowledge(db: impl PgExecutor<'_>, channel: ChannelId, user: UserId, at: Timestamp) -> Result<ChannelUnread, Error> {
+pub async fn acknowledge(
+    db: impl PgExecutor<'_>,
+    channel: ChannelId,
+    user: UserId,
+    at: Timestamp,
+) -> Result<ChannelUnread, Error> {
     Ok(sqlx::query_as(
         "INSERT INTO channel_unreads (channel_id, user_id, timestamp) VALUES ($1, $2, $3) \
          ON CONFLICT (user_id, channel_id) DO UPDATE SET timestamp = EXCLUDED.timestamp \

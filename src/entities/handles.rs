@@ -14,13 +14,11 @@ pub async fn assign_default(
     handle_domain: &str,
 ) -> Result<Option<String>, Error> {
     for candidate in default_candidates(display_name, user.0, handle_domain) {
-        let inserted = sqlx::query(
-            "INSERT INTO handles (handle, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(&candidate)
-        .bind(user)
-        .execute(&mut *conn)
-        .await?;
+        let inserted = sqlx::query("INSERT INTO handles (handle, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(&candidate)
+            .bind(user)
+            .execute(&mut *conn)
+            .await?;
         if inserted.rows_affected() == 1 {
             return Ok(Some(candidate));
         }

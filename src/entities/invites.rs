@@ -28,7 +28,9 @@ pub struct Invite {
 /// 12 characters from the URL-safe alphabet, uniformly, from the OS-seeded CSPRNG (72 bits).
 pub fn new_code() -> String {
     let mut rng = rand::rng();
-    (0..12).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..12)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 pub async fn insert(db: impl PgExecutor<'_>, invite: &Invite) -> Result<(), Error> {
@@ -47,7 +49,12 @@ pub async fn insert(db: impl PgExecutor<'_>, invite: &Invite) -> Result<(), Erro
 }
 
 /// Invites of a space in creation order, after the code `after`.
-pub async fn list(db: impl PgExecutor<'_>, space: SpaceId, after: Option<&str>, limit: i64) -> Result<Vec<Invite>, Error> {
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    space: SpaceId,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Invite>, Error> {
     Ok(sqlx::query_as(
         "SELECT code AS id, space_id, created_at, creator_id, max_uses, uses, expires_at FROM invites i \
          WHERE space_id = $1 AND ($2::text IS NULL OR (created_at, code) > \

@@ -55,7 +55,12 @@ impl From<MemberRow> for MemberExt {
 }
 
 /// Members of a space after the member id `after`, in join order.
-pub async fn list(db: impl PgExecutor<'_>, space: SpaceId, after: Option<MemberId>, limit: i64) -> Result<Vec<MemberExt>, Error> {
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    space: SpaceId,
+    after: Option<MemberId>,
+    limit: i64,
+) -> Result<Vec<MemberExt>, Error> {
     let rows: Vec<MemberRow> = sqlx::query_as(
         "SELECT m.id, m.space_id, m.user_id, u.name, u.avatar, u.description, u.category, h.handle, \
                 COALESCE(array_agg(mr.role_id ORDER BY mr.role_id) FILTER (WHERE mr.role_id IS NOT NULL), '{}') AS role_ids \
@@ -90,15 +95,22 @@ pub async fn get(db: impl PgExecutor<'_>, space: SpaceId, user: UserId) -> Resul
 
 /// Every membership of a user, as members (for profile-change fan-out).
 pub async fn of_user(db: impl PgExecutor<'_>, user: UserId) -> Result<Vec<SpaceId>, Error> {
-    Ok(sqlx::query_scalar("SELECT space_id FROM members WHERE user_id = $1 ORDER BY id").bind(user).fetch_all(db).await?)
+    Ok(
+        sqlx::query_scalar("SELECT space_id FROM members WHERE user_id = $1 ORDER BY id")
+            .bind(user)
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 pub async fn is_member(db: impl PgExecutor<'_>, space: SpaceId, user: UserId) -> Result<bool, Error> {
-    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM members WHERE space_id = $1 AND user_id = $2)")
-        .bind(space)
-        .bind(user)
-        .fetch_one(db)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM members WHERE space_id = $1 AND user_id = $2)")
+            .bind(space)
+            .bind(user)
+            .fetch_one(db)
+            .await?,
+    )
 }
 
 /// Adds a membership; 409 `AlreadyMember` for an existing one.
@@ -139,12 +151,13 @@ pub async fn remove(conn: &mut sqlx::PgConnection, space: SpaceId, user: UserId)
 
 /// Assigns a role; returns whether it was new.
 pub async fn add_role(db: impl PgExecutor<'_>, space: SpaceId, user: UserId, role: RoleId) -> Result<bool, Error> {
-    let res = sqlx::query("INSERT INTO member_roles (space_id, user_id, role_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .bind(space)
-        .bind(user)
-        .bind(role)
-        .execute(db)
-        .await?;
+    let res =
+        sqlx::query("INSERT INTO member_roles (space_id, user_id, role_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(space)
+            .bind(user)
+            .bind(role)
+            .execute(db)
+            .await?;
     Ok(res.rows_affected() == 1)
 }
 

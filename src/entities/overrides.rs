@@ -75,10 +75,12 @@ pub async fn get(db: impl PgExecutor<'_>, channel: ChannelId, target: Uuid) -> R
 }
 
 pub async fn count(db: impl PgExecutor<'_>, channel: ChannelId) -> Result<i64, Error> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM channel_overrides WHERE channel_id = $1")
-        .bind(channel)
-        .fetch_one(db)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM channel_overrides WHERE channel_id = $1")
+            .bind(channel)
+            .fetch_one(db)
+            .await?,
+    )
 }
 
 /// Creates or replaces the override of a target (the target id identifies it).
@@ -88,14 +90,16 @@ pub async fn upsert(conn: &mut sqlx::PgConnection, row: &OverrideRow) -> Result<
         .bind(row.target_id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("INSERT INTO channel_overrides (channel_id, target_type, target_id, allow, deny) VALUES ($1, $2, $3, $4, $5)")
-        .bind(row.channel_id)
-        .bind(row.target_type)
-        .bind(row.target_id)
-        .bind(row.allow)
-        .bind(row.deny)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO channel_overrides (channel_id, target_type, target_id, allow, deny) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(row.channel_id)
+    .bind(row.target_type)
+    .bind(row.target_id)
+    .bind(row.allow)
+    .bind(row.deny)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -41,10 +41,19 @@ pub async fn get(db: impl PgExecutor<'_>, user: UserId, space: SpaceId) -> Resul
             .bind(space)
             .fetch_optional(db)
             .await?;
-    Ok(NotificationPreference { user_id: user, space_id: space, level: level.unwrap_or(NotificationLevel::All) })
+    Ok(NotificationPreference {
+        user_id: user,
+        space_id: space,
+        level: level.unwrap_or(NotificationLevel::All),
+    })
 }
 
-pub async fn set(db: impl PgExecutor<'_>, user: UserId, space: SpaceId, level: NotificationLevel) -> Result<NotificationPreference, Error> {
+pub async fn set(
+    db: impl PgExecutor<'_>,
+    user: UserId,
+    space: SpaceId,
+    level: NotificationLevel,
+) -> Result<NotificationPreference, Error> {
     Ok(sqlx::query_as(
         "INSERT INTO notification_preferences (user_id, space_id, level) VALUES ($1, $2, $3) \
          ON CONFLICT (user_id, space_id) DO UPDATE SET level = EXCLUDED.level RETURNING user_id, space_id, level",

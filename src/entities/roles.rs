@@ -74,7 +74,10 @@ pub async fn get(db: impl PgExecutor<'_>, space: SpaceId, role: RoleId) -> Resul
 }
 
 pub async fn count(db: impl PgExecutor<'_>, space: SpaceId) -> Result<i64, Error> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM roles WHERE space_id = $1").bind(space).fetch_one(db).await?)
+    Ok(sqlx::query_scalar("SELECT count(*) FROM roles WHERE space_id = $1")
+        .bind(space)
+        .fetch_one(db)
+        .await?)
 }
 
 pub async fn insert(db: impl PgExecutor<'_>, row: &RoleRow) -> Result<(), Error> {
@@ -112,6 +115,9 @@ pub async fn delete(conn: &mut sqlx::PgConnection, role: RoleId) -> Result<(), E
         .bind(role)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("DELETE FROM roles WHERE id = $1").bind(role).execute(conn).await?;
+    sqlx::query("DELETE FROM roles WHERE id = $1")
+        .bind(role)
+        .execute(conn)
+        .await?;
     Ok(())
 }

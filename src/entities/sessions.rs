@@ -25,11 +25,7 @@ pub async fn create(
     Ok((session, token))
 }
 
-async fn issue_token(
-    conn: &mut PgConnection,
-    session: SessionId,
-    ttl: Duration,
-) -> Result<String, Error> {
+async fn issue_token(conn: &mut PgConnection, session: SessionId, ttl: Duration) -> Result<String, Error> {
     let token = tokens::generate();
     let expires = Utc::now() + chrono::Duration::from_std(ttl).map_err(Error::internal)?;
     sqlx::query("INSERT INTO refresh_tokens (digest, session_id, expires_at) VALUES ($1, $2, $3)")
@@ -69,12 +65,7 @@ struct PresentedToken {
 
 /// Resolves a refresh token atomically: the session row is locked, so of two concurrent
 /// refreshes with the same current token exactly one rotates and the other gets grace.
-pub async fn refresh(
-    db: &PgPool,
-    token: &str,
-    ttl: Duration,
-    grace: Duration,
-) -> Result<Refresh, Error> {
+pub async fn refresh(db: &PgPool, token: &str, ttl: Duration, grace: Duration) -> Result<Refresh, Error> {
     let digest = tokens::digest(token);
     let mut tx = db.begin().await?;
     // Lock the family first; the token is read afterwards, in a statement that sees whatever a
@@ -110,10 +101,7 @@ pub async fn refresh(
     }
     let outcome = if p.superseded_at.is_none() {
         if p.expired {
-            return Err(Error::new(
-                ErrorCode::TokenExpired,
-                "The refresh token has expired",
-            ));
+            return Err(Error::new(ErrorCode::TokenExpired, "The refresh token has expired"));
         }
         sqlx::query("UPDATE refresh_tokens SET superseded_at = now() WHERE digest = $1")
             .bind(&digest)
@@ -144,10 +132,7 @@ pub async fn refresh(
 }
 
 fn invalid_refresh() -> Error {
-    Error::new(
-        ErrorCode::InvalidRefreshToken,
-        "The refresh token is not valid",
-    )
+    Error::new(ErrorCode::InvalidRefreshToken, "The refresh token is not valid")
 }
 
 async fn touch(db: impl PgExecutor<'_>, session: SessionId) -> Result<(), Error> {
@@ -159,26 +144,22 @@ async fn touch(db: impl PgExecutor<'_>, session: SessionId) -> Result<(), Error>
 }
 
 async fn revoke_in(db: impl PgExecutor<'_>, session: SessionId) -> Result<bool, Error> {
-    let res = sqlx::query(
-        "UPDATE auth_sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
-    )
-    .bind(session)
-    .execute(db)
-    .await?;
+    let res = sqlx::query("UPDATE auth_sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
+        .bind(session)
+        .execute(db)
+        .await?;
     Ok(res.rows_affected() == 1)
 }
 
 /// Revokes one session of `user`; returns whether it was live.
-pub async fn revoke(
-    db: impl PgExecutor<'_>,
-    user: UserId,
-    session: SessionId,
-) -> Result<bool, Error> {
-    let res = sqlx::query("UPDATE auth_sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
-        .bind(session)
-        .bind(user)
-        .execute(db)
-        .await?;
+pub async fn revoke(db: impl PgExecutor<'_>, user: UserId, session: SessionId) -> Result<bool, Error> {
+    let res = sqlx::query(
+        "UPDATE auth_sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(session)
+    .bind(user)
+    .execute(db)
+    .await?;
     Ok(res.rows_affected() == 1)
 }
 
@@ -199,10 +180,12 @@ pub async fn revoke_by_refresh_token(
 
 /// Revokes every live session of a user; returns them.
 pub async fn revoke_all(db: impl PgExecutor<'_>, user: UserId) -> Result<Vec<SessionId>, Error> {
-    Ok(sqlx::query_scalar("UPDATE auth_sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL RETURNING id")
-        .bind(user)
-        .fetch_all(db)
-        .await?)
+    Ok(sqlx::query_scalar(
+        "UPDATE auth_sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
+    )
+    .bind(user)
+    .fetch_all(db)
+    .await?)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,18 +196,13 @@ pub enum SessionState {
     Unknown,
 }
 
-pub async fn state(
-    db: impl PgExecutor<'_>,
-    user: UserId,
-    session: SessionId,
-) -> Result<SessionState, Error> {
-    let revoked: Option<bool> = sqlx::query_scalar(
-        "SELECT revoked_at IS NOT NULL FROM auth_sessions WHERE id = $1 AND user_id = $2",
-    )
-    .bind(session)
-    .bind(user)
-    .fetch_optional(db)
-    .await?;
+pub async fn state(db: impl PgExecutor<'_>, user: UserId, session: SessionId) -> Result<SessionState, Error> {
+    let revoked: Option<bool> =
+        sqlx::query_scalar("SELECT revoked_at IS NOT NULL FROM auth_sessions WHERE id = $1 AND user_id = $2")
+            .bind(session)
+            .bind(user)
+            .fetch_optional(db)
+            .await?;
     Ok(match revoked {
         None => SessionState::Unknown,
         Some(true) => SessionState::Revoked,

@@ -95,11 +95,17 @@ pub async fn list_for_user(db: impl PgExecutor<'_>, user: UserId) -> Result<Vec<
 }
 
 pub async fn count_for_user(db: impl PgExecutor<'_>, user: UserId) -> Result<i64, Error> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM members WHERE user_id = $1").bind(user).fetch_one(db).await?)
+    Ok(sqlx::query_scalar("SELECT count(*) FROM members WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(db)
+        .await?)
 }
 
 pub async fn member_count(db: impl PgExecutor<'_>, id: SpaceId) -> Result<i64, Error> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM members WHERE space_id = $1").bind(id).fetch_one(db).await?)
+    Ok(sqlx::query_scalar("SELECT count(*) FROM members WHERE space_id = $1")
+        .bind(id)
+        .fetch_one(db)
+        .await?)
 }
 
 /// Assembles the wire model.
@@ -159,7 +165,10 @@ pub async fn update(db: impl PgExecutor<'_>, row: &SpaceRow) -> Result<(), Error
 
 /// Deletes a space; channels, roles, members, invites, bans and handles cascade.
 pub async fn delete(db: impl PgExecutor<'_>, id: SpaceId) -> Result<(), Error> {
-    sqlx::query("DELETE FROM spaces WHERE id = $1").bind(id).execute(db).await?;
+    sqlx::query("DELETE FROM spaces WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
     Ok(())
 }
 

@@ -108,11 +108,7 @@ impl ProfileChange {
 }
 
 /// Applies a profile change; returns whether the user exists.
-pub async fn update_profile(
-    db: impl PgExecutor<'_>,
-    id: UserId,
-    change: &ProfileChange,
-) -> Result<bool, Error> {
+pub async fn update_profile(db: impl PgExecutor<'_>, id: UserId, change: &ProfileChange) -> Result<bool, Error> {
     let res = sqlx::query(
         "UPDATE users SET \
            name = COALESCE($2, name), \

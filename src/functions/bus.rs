@@ -133,13 +133,7 @@ impl Bus {
         let first = client.get_async_pubsub().await?;
         let (inbound, _) = broadcast::channel(INBOUND_CAPACITY);
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(subscriber_task(
-            client,
-            first,
-            prefix.clone(),
-            rx,
-            inbound.clone(),
-        ));
+        tokio::spawn(subscriber_task(client, first, prefix.clone(), rx, inbound.clone()));
         Ok(Bus {
             inner: Arc::new(Inner {
                 inbound,
@@ -198,9 +192,7 @@ impl Bus {
         };
         if last && let Backend::Redis { commands, .. } = &self.inner.backend {
             let (ack, done) = oneshot::channel();
-            if commands
-                .send(SubCommand::Unsubscribe(topic.clone()))
-                .is_ok()
+            if commands.send(SubCommand::Unsubscribe(topic.clone())).is_ok()
                 && commands.send(SubCommand::Barrier(ack)).is_ok()
             {
                 let _ = done.await;
@@ -236,9 +228,7 @@ impl Bus {
                     }));
                 }
             }
-            Backend::Redis {
-                publisher, prefix, ..
-            } => {
+            Backend::Redis { publisher, prefix, .. } => {
                 let channel = format!("{prefix}:{topic}");
                 for attempt in 1..=PUBLISH_ATTEMPTS {
                     let mut conn = publisher.clone();
@@ -254,8 +244,7 @@ impl Bus {
                         }
                         Err(e) => {
                             tracing::warn!(%topic, error = %e, attempt, "publish failed, retrying");
-                            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt)))
-                                .await;
+                            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
                         }
                     }
                 }
@@ -276,10 +265,7 @@ impl Bus {
             Backend::InProcess => true,
             Backend::Redis { publisher, .. } => {
                 let mut conn = publisher.clone();
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
+                redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
             }
         }
     }
@@ -304,11 +290,7 @@ impl Outbox {
     }
 
     /// Commits the transaction, then publishes. Nothing is published for rolled-back work.
-    pub async fn commit(
-        self,
-        tx: sqlx::Transaction<'_, sqlx::Postgres>,
-        bus: &Bus,
-    ) -> Result<(), sqlx::Error> {
+    pub async fn commit(self, tx: sqlx::Transaction<'_, sqlx::Postgres>, bus: &Bus) -> Result<(), sqlx::Error> {
         tx.commit().await?;
         bus.publish_all(self).await;
         Ok(())
@@ -402,8 +384,7 @@ mod tests {
         let mut rx = bus.inbound();
         bus.subscribe(&a).await;
         bus.publish(&b, "x.ignored", &1).await;
-        bus.publish(&a, "x.seen", &serde_json::json!({"k": 1}))
-            .await;
+        bus.publish(&a, "x.seen", &serde_json::json!({"k": 1})).await;
         let Inbound::Message(m) = rx.recv().await.unwrap() else {
             panic!("resync")
         };

@@ -89,10 +89,7 @@ fn parse_hop(entry: &str) -> Option<IpAddr> {
         if !(after.is_empty() || is_port_suffix(after)) {
             return None;
         }
-        return inside
-            .parse::<Ipv6Addr>()
-            .ok()
-            .map(|ip| IpAddr::V6(ip).to_canonical());
+        return inside.parse::<Ipv6Addr>().ok().map(|ip| IpAddr::V6(ip).to_canonical());
     }
     let (host, port) = entry.rsplit_once(':')?;
     port.parse::<u16>().ok()?;
@@ -101,8 +98,7 @@ fn parse_hop(entry: &str) -> Option<IpAddr> {
 
 /// `:<port>` with a decimal port.
 fn is_port_suffix(s: &str) -> bool {
-    s.strip_prefix(':')
-        .is_some_and(|port| port.parse::<u16>().is_ok())
+    s.strip_prefix(':').is_some_and(|port| port.parse::<u16>().is_ok())
 }
 
 #[cfg(test)]
@@ -122,13 +118,7 @@ mod tests {
         let proxies = "10.0.0.0/8, 192.168.1.1, fd00::/8";
         // (peer, X-Forwarded-For, trusted, expected, why)
         let cases: &[(&str, Option<&str>, &str, &str, &str)] = &[
-            (
-                "203.0.113.9",
-                None,
-                "",
-                "203.0.113.9",
-                "no header, no proxies",
-            ),
+            ("203.0.113.9", None, "", "203.0.113.9", "no header, no proxies"),
             (
                 "203.0.113.9",
                 Some("1.1.1.1"),
@@ -143,20 +133,8 @@ mod tests {
                 "203.0.113.9",
                 "untrusted peer: header ignored",
             ),
-            (
-                "10.0.0.1",
-                None,
-                proxies,
-                "10.0.0.1",
-                "trusted peer without header",
-            ),
-            (
-                "10.0.0.1",
-                Some(""),
-                proxies,
-                "10.0.0.1",
-                "trusted peer, empty header",
-            ),
+            ("10.0.0.1", None, proxies, "10.0.0.1", "trusted peer without header"),
+            ("10.0.0.1", Some(""), proxies, "10.0.0.1", "trusted peer, empty header"),
             ("10.0.0.1", Some("1.1.1.1"), proxies, "1.1.1.1", "one proxy"),
             (
                 "10.0.0.1",
@@ -221,27 +199,9 @@ mod tests {
                 "10.0.0.1",
                 "out of range octet",
             ),
-            (
-                "10.0.0.1",
-                Some("1.1.1.1:5555"),
-                proxies,
-                "1.1.1.1",
-                "v4 with port",
-            ),
-            (
-                "10.0.0.1",
-                Some("1.1.1.1:99999"),
-                proxies,
-                "10.0.0.1",
-                "bad port",
-            ),
-            (
-                "10.0.0.1",
-                Some("2001:db8::1"),
-                proxies,
-                "2001:db8::1",
-                "v6 hop",
-            ),
+            ("10.0.0.1", Some("1.1.1.1:5555"), proxies, "1.1.1.1", "v4 with port"),
+            ("10.0.0.1", Some("1.1.1.1:99999"), proxies, "10.0.0.1", "bad port"),
+            ("10.0.0.1", Some("2001:db8::1"), proxies, "2001:db8::1", "v6 hop"),
             (
                 "10.0.0.1",
                 Some("[2001:db8::1]:443"),
@@ -346,10 +306,7 @@ mod tests {
         ];
         for &(input, expected) in ok {
             let got = parse_trusted_proxies(input).expect("valid input");
-            let expected: Vec<IpNet> = expected
-                .iter()
-                .map(|n| n.parse().expect("test net"))
-                .collect();
+            let expected: Vec<IpNet> = expected.iter().map(|n| n.parse().expect("test net")).collect();
             assert_eq!(got, expected, "{input:?}");
         }
 

@@ -2,20 +2,13 @@
 
 /// Candidate default handles for a new user, in the order they are tried: the derived username,
 /// then with 4, 6, 8 and 12 hex digits of the id's random tail.
-pub fn default_candidates(
-    display_name: &str,
-    user_id: uuid::Uuid,
-    handle_domain: &str,
-) -> Vec<String> {
+pub fn default_candidates(display_name: &str, user_id: uuid::Uuid, handle_domain: &str) -> Vec<String> {
     let base = derive_username(display_name);
     let hex = user_id.simple().to_string();
     let tail = &hex[hex.len() - 12..];
     let mut out = vec![format!("{base}.{handle_domain}")];
     for n in [4, 6, 8, 12] {
-        out.push(format!(
-            "{base}-{}.{handle_domain}",
-            &tail[tail.len() - n..]
-        ));
+        out.push(format!("{base}-{}.{handle_domain}", &tail[tail.len() - n..]));
     }
     out
 }
@@ -34,11 +27,7 @@ pub fn derive_username(display_name: &str) -> String {
             out.push(c);
         }
     }
-    let trimmed: String = out
-        .trim_matches(|c| c == '-' || c == '_')
-        .chars()
-        .take(48)
-        .collect();
+    let trimmed: String = out.trim_matches(|c| c == '-' || c == '_').chars().take(48).collect();
     // Truncation may leave a trailing separator, which the username syntax forbids.
     let trimmed = trimmed.trim_end_matches(['-', '_']).to_string();
     if trimmed.chars().count() < 2 {
@@ -54,12 +43,60 @@ pub fn is_valid_username(s: &str) -> bool {
     (2..=64).contains(&len)
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        && s.as_bytes()
-            .first()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && s.as_bytes()
-            .last()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.as_bytes().first().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.as_bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+/// What a handle given to `user.setHandle` or `spaces.update` means (spec §12.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettableHandle {
+    /// A default handle `<username>.<HANDLE_DOMAIN>`, ready to store.
+    Default(String),
+    /// A syntactically valid custom domain: needs verification first.
+    CustomDomain(String),
+    Invalid,
+}
+
+/// Classifies a requested handle: a plain username or a full default handle becomes a default
+/// handle; anything else must be a custom domain outside `HANDLE_DOMAIN`.
+pub fn classify(input: &str, handle_domain: &str) -> SettableHandle {
+    let h = input.trim().to_lowercase();
+    let suffix = format!(".{handle_domain}");
+    let username = match h.strip_suffix(&suffix) {
+        Some(u) => u,
+        None if !h.contains('.') => h.as_str(),
+        None => {
+            let ok = h.len() <= 253 && is_domain(&h) && h != handle_domain;
+            return if ok {
+                SettableHandle::CustomDomain(h)
+            } else {
+                SettableHandle::Invalid
+            };
+        }
+    };
+    if is_valid_username(username) {
+        SettableHandle::Default(format!("{username}{suffix}"))
+    } else {
+        SettableHandle::Invalid
+    }
+}
+
+/// `^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,}$`
+fn is_domain(s: &str) -> bool {
+    let labels: Vec<&str> = s.split('.').collect();
+    let Some((tld, rest)) = labels.split_last() else {
+        return false;
+    };
+    !rest.is_empty()
+        && tld.len() >= 2
+        && tld.bytes().all(|b| b.is_ascii_lowercase())
+        && rest.iter().all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 #[cfg(test)]
@@ -109,5 +146,22 @@ mod tests {
         assert!(!is_valid_username("ab_"));
         assert!(!is_valid_username("Ab"));
         assert!(!is_valid_username(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn classifies_settable_handles() {
+        use SettableHandle::*;
+        let d = "mikoto.example";
+        assert_eq!(classify("Team", d), Default("team.mikoto.example".into()));
+        assert_eq!(
+            classify("team.mikoto.example", d),
+            Default("team.mikoto.example".into())
+        );
+        assert_eq!(classify("team.example.org", d), CustomDomain("team.example.org".into()));
+        assert_eq!(classify("a.b.mikoto.example", d), Invalid);
+        assert_eq!(classify("x", d), Invalid);
+        assert_eq!(classify("-bad-", d), Invalid);
+        assert_eq!(classify("mikoto.example", d), Invalid);
+        assert_eq!(classify("under_score.org", d), Invalid);
     }
 }

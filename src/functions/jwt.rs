@@ -65,32 +65,16 @@ impl JwtKeys {
     }
 
     /// A user token bound to an auth session.
-    pub fn user_token(
-        &self,
-        user: Uuid,
-        session: Uuid,
-        ttl: Duration,
-    ) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn user_token(&self, user: Uuid, session: Uuid, ttl: Duration) -> Result<String, jsonwebtoken::errors::Error> {
         self.sign(self.claims(user, ttl, Some(session), None))
     }
 
     /// A bot token bound to the bot's current token generation.
-    pub fn bot_token(
-        &self,
-        bot: Uuid,
-        generation: i64,
-        ttl: Duration,
-    ) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn bot_token(&self, bot: Uuid, generation: i64, ttl: Duration) -> Result<String, jsonwebtoken::errors::Error> {
         self.sign(self.claims(bot, ttl, None, Some(generation)))
     }
 
-    fn claims(
-        &self,
-        sub: Uuid,
-        ttl: Duration,
-        sid: Option<Uuid>,
-        generation: Option<i64>,
-    ) -> Claims {
+    fn claims(&self, sub: Uuid, ttl: Duration, sid: Option<Uuid>, generation: Option<i64>) -> Claims {
         let iat = chrono::Utc::now().timestamp().max(0) as u64;
         Claims {
             iss: self.issuer.clone(),
@@ -120,11 +104,7 @@ impl JwtKeys {
                 } else {
                     c.sid.is_some() && c.category.is_none()
                 };
-                if well_formed {
-                    Ok(c)
-                } else {
-                    Err(TokenError::Invalid)
-                }
+                if well_formed { Ok(c) } else { Err(TokenError::Invalid) }
             }
             Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => Err(TokenError::Expired),
             Err(_) => Err(TokenError::Invalid),
@@ -155,9 +135,7 @@ mod tests {
 
     #[test]
     fn bot_token_carries_generation() {
-        let t = keys()
-            .bot_token(Uuid::now_v7(), 3, Duration::from_secs(60))
-            .unwrap();
+        let t = keys().bot_token(Uuid::now_v7(), 3, Duration::from_secs(60)).unwrap();
         let c = keys().verify(&t).unwrap();
         assert!(c.is_bot());
         assert_eq!(c.r#gen, Some(3));
@@ -183,21 +161,13 @@ mod tests {
             .unwrap();
         let payload = t.split('.').nth(1).unwrap();
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        assert_eq!(
-            keys().verify(&format!("{header}.{payload}.")),
-            Err(TokenError::Invalid)
-        );
+        assert_eq!(keys().verify(&format!("{header}.{payload}.")), Err(TokenError::Invalid));
     }
 
     #[test]
     fn expired_beyond_leeway() {
         let k = keys();
-        let mut c = k.claims(
-            Uuid::now_v7(),
-            Duration::from_secs(0),
-            Some(Uuid::now_v7()),
-            None,
-        );
+        let mut c = k.claims(Uuid::now_v7(), Duration::from_secs(0), Some(Uuid::now_v7()), None);
         c.exp = c.iat.saturating_sub(LEEWAY_SECS + 5);
         let t = k.sign(c).unwrap();
         assert_eq!(k.verify(&t), Err(TokenError::Expired));

@@ -5,12 +5,7 @@
 use crate::error::{Error, ErrorCode};
 
 /// Normalises a reference to `store/name.ext`, or refuses it.
-pub fn normalize(
-    store: &str,
-    value: &str,
-    media_public_url: &str,
-    field: &str,
-) -> Result<String, Error> {
+pub fn normalize(store: &str, value: &str, media_public_url: &str, field: &str) -> Result<String, Error> {
     let base = format!("{}/", media_public_url.trim_end_matches('/'));
     let relative = value.strip_prefix(&base).unwrap_or(value);
     let refuse = || {
@@ -46,13 +41,7 @@ mod tests {
             "avatar/Ab3_x-Y.png"
         );
         assert_eq!(
-            normalize(
-                "avatar",
-                "https://api.example.org/media/avatar/abc.png",
-                BASE,
-                "avatar"
-            )
-            .unwrap(),
+            normalize("avatar", "https://api.example.org/media/avatar/abc.png", BASE, "avatar").unwrap(),
             "avatar/abc.png"
         );
     }

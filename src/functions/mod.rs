@@ -10,6 +10,7 @@ pub mod media_ref;
 pub mod passwords;
 pub mod patch;
 pub mod permissions;
+pub mod query;
 pub mod rate_limit;
 pub mod time;
 pub mod tokens;

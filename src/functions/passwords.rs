@@ -23,11 +23,9 @@ pub fn validate_new(password: &str) -> Result<(), Error> {
         .with_field("password"));
     }
     if password.len() > MAX_BYTES {
-        return Err(Error::new(
-            ErrorCode::PasswordTooLong,
-            "The password must be at most 72 bytes long",
-        )
-        .with_field("password"));
+        return Err(
+            Error::new(ErrorCode::PasswordTooLong, "The password must be at most 72 bytes long").with_field("password"),
+        );
     }
     Ok(())
 }
@@ -45,9 +43,7 @@ pub struct Hasher {
 
 impl Hasher {
     pub fn new(cost: u32) -> Result<Self, bcrypt::BcryptError> {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let dummy = bcrypt::hash(crate::functions::tokens::generate(), cost)?;
         Ok(Hasher {
             cost,
@@ -61,10 +57,7 @@ impl Hasher {
         self.cost
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        job: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, Error> {
+    async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::unavailable("The server is busy, try again shortly"));
@@ -83,22 +76,16 @@ impl Hasher {
 
     pub async fn hash(&self, password: &str) -> Result<String, Error> {
         let (pw, cost) = (password.to_string(), self.cost);
-        self.run(move || bcrypt::hash(pw, cost))
-            .await?
-            .map_err(Error::internal)
+        self.run(move || bcrypt::hash(pw, cost)).await?.map_err(Error::internal)
     }
 
     /// Verifies against `hash`, or against the dummy hash when there is no account, so both take
     /// the same time. A malformed stored hash counts as a mismatch.
     pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, Error> {
         let exists = hash.is_some();
-        let hash = hash
-            .map(str::to_string)
-            .unwrap_or_else(|| self.dummy_hash.to_string());
+        let hash = hash.map(str::to_string).unwrap_or_else(|| self.dummy_hash.to_string());
         let pw = password.to_string();
-        let ok = self
-            .run(move || bcrypt::verify(pw, &hash).unwrap_or(false))
-            .await?;
+        let ok = self.run(move || bcrypt::verify(pw, &hash).unwrap_or(false)).await?;
         Ok(ok && exists)
     }
 
@@ -114,15 +101,9 @@ mod tests {
 
     #[test]
     fn new_password_rules() {
-        assert_eq!(
-            validate_new("short").unwrap_err().code(),
-            ErrorCode::PasswordTooShort
-        );
+        assert_eq!(validate_new("short").unwrap_err().code(), ErrorCode::PasswordTooShort);
         // 7 scalar values but more bytes: still too short.
-        assert_eq!(
-            validate_new("ééééééé").unwrap_err().code(),
-            ErrorCode::PasswordTooShort
-        );
+        assert_eq!(validate_new("ééééééé").unwrap_err().code(), ErrorCode::PasswordTooShort);
         assert!(validate_new("12345678").is_ok());
         assert!(validate_new(&"a".repeat(72)).is_ok());
         assert_eq!(
@@ -170,10 +151,7 @@ mod tests {
         assert_eq!(refused.code(), ErrorCode::ServiceUnavailable);
         drop(held);
         for w in waiting {
-            assert!(
-                w.await.unwrap().is_ok(),
-                "queued work completes once slots free up"
-            );
+            assert!(w.await.unwrap().is_ok(), "queued work completes once slots free up");
         }
     }
 }

@@ -26,10 +26,7 @@ mod tests {
     #[test]
     fn absent_null_value() {
         assert_eq!(serde_json::from_str::<P>("{}").unwrap().v, None);
-        assert_eq!(
-            serde_json::from_str::<P>(r#"{"v":null}"#).unwrap().v,
-            Some(None)
-        );
+        assert_eq!(serde_json::from_str::<P>(r#"{"v":null}"#).unwrap().v, Some(None));
         assert_eq!(
             serde_json::from_str::<P>(r#"{"v":"x"}"#).unwrap().v,
             Some(Some("x".into()))

@@ -72,10 +72,7 @@ impl Permissions {
 
     /// Human names of the bits, for error messages.
     pub fn names(self) -> String {
-        self.iter_names()
-            .map(|(n, _)| n)
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.iter_names().map(|(n, _)| n).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -125,10 +122,7 @@ impl Standing {
         if self.is_owner {
             return Permissions::ALL;
         }
-        let p = self
-            .roles
-            .iter()
-            .fold(self.everyone, |acc, r| acc | r.permissions);
+        let p = self.roles.iter().fold(self.everyone, |acc, r| acc | r.permissions);
         if p.contains(Permissions::ADMIN) {
             Permissions::ALL
         } else {
@@ -143,10 +137,7 @@ impl Standing {
             return Permissions::ALL;
         }
         let mut p = space;
-        if let Some(o) = overrides
-            .iter()
-            .find(|o| o.target == Target::Role(self.everyone_role))
-        {
+        if let Some(o) = overrides.iter().find(|o| o.target == Target::Role(self.everyone_role)) {
             p = (p - o.deny) | o.allow;
         }
         let mine: HashSet<Uuid> = self.roles.iter().map(|r| r.id).collect();
@@ -161,10 +152,7 @@ impl Standing {
             }
         }
         p = (p - deny) | allow;
-        if let Some(o) = overrides
-            .iter()
-            .find(|o| o.target == Target::Member(self.user_id))
-        {
+        if let Some(o) = overrides.iter().find(|o| o.target == Target::Member(self.user_id)) {
             p = (p - o.deny) | o.allow;
         }
         if !p.contains(Permissions::VIEW_CHANNEL) {
@@ -246,11 +234,7 @@ mod tests {
     }
 
     fn ov(target: Target, allow: Permissions, deny: Permissions) -> Override {
-        Override {
-            target,
-            allow,
-            deny,
-        }
+        Override { target, allow, deny }
     }
 
     use Permissions as P;
@@ -269,10 +253,7 @@ mod tests {
         assert_eq!(P::parse_decimal("28672"), Some((P::DEFAULT_EVERYONE, 0)));
         assert_eq!(P::parse_decimal("0"), Some((P::empty(), 0)));
         assert_eq!(P::parse_decimal("65536"), Some((P::empty(), 65536)));
-        assert_eq!(
-            P::parse_decimal("18446744073709551615").map(|(p, _)| p),
-            Some(P::ALL)
-        );
+        assert_eq!(P::parse_decimal("18446744073709551615").map(|(p, _)| p), Some(P::ALL));
         for bad in [
             "",
             "-1",
@@ -297,10 +278,7 @@ mod tests {
             ),
             (
                 "roles are ORed",
-                standing(
-                    P::VIEW_CHANNEL,
-                    vec![role(2, P::BAN, 0), role(3, P::MANAGE_ROLES, 1)],
-                ),
+                standing(P::VIEW_CHANNEL, vec![role(2, P::BAN, 0), role(3, P::MANAGE_ROLES, 1)]),
                 P::VIEW_CHANNEL | P::BAN | P::MANAGE_ROLES,
             ),
             (
@@ -467,8 +445,7 @@ mod tests {
             prop_oneof![Just(ME), Just(7u128)].prop_map(|n| Target::Member(id(n))),
         ];
         proptest::collection::vec(
-            (target, perms(), perms())
-                .prop_map(|(t, a, d)| ov(t, a & P::OVERRIDABLE, d & P::OVERRIDABLE & !a)),
+            (target, perms(), perms()).prop_map(|(t, a, d)| ov(t, a & P::OVERRIDABLE, d & P::OVERRIDABLE & !a)),
             0..6,
         )
     }

@@ -188,21 +188,14 @@ impl Decision {
 /// with the longest `retry_after` if any refuses, otherwise the one with the
 /// fewest remaining. Ties go to the earliest.
 pub fn governing(decisions: &[Decision]) -> Option<&Decision> {
-    let refused = decisions.iter().filter(|d| !d.allowed).reduce(|best, d| {
-        if d.retry_after > best.retry_after {
-            d
-        } else {
-            best
-        }
-    });
+    let refused = decisions
+        .iter()
+        .filter(|d| !d.allowed)
+        .reduce(|best, d| if d.retry_after > best.retry_after { d } else { best });
     refused.or_else(|| {
-        decisions.iter().reduce(|best, d| {
-            if d.remaining < best.remaining {
-                d
-            } else {
-                best
-            }
-        })
+        decisions
+            .iter()
+            .reduce(|best, d| if d.remaining < best.remaining { d } else { best })
     })
 }
 
@@ -544,10 +537,7 @@ impl RedisStore {
                 } else {
                     tracing::warn!(%error, "rate limiter: Redis failed; limits fail open until it recovers");
                 }
-                checks
-                    .iter()
-                    .map(|&(bucket, _, _)| Decision::open(bucket))
-                    .collect()
+                checks.iter().map(|&(bucket, _, _)| Decision::open(bucket)).collect()
             }
         }
     }
@@ -563,12 +553,8 @@ impl RedisStore {
         }
         let mut conn = self.conn.clone();
         let reply: Vec<i64> = invocation.invoke_async(&mut conn).await?;
-        let (now, tats) = parse_reply(&reply, checks.len()).ok_or_else(|| {
-            redis::RedisError::from((
-                redis::ErrorKind::Parse,
-                "unexpected rate limit script reply",
-            ))
-        })?;
+        let (now, tats) = parse_reply(&reply, checks.len())
+            .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Parse, "unexpected rate limit script reply")))?;
         let evals: Vec<Eval> = checks
             .iter()
             .zip(tats)
@@ -622,12 +608,7 @@ mod tests {
             (Bucket::Upload, "upload", 30, 60),
             (Bucket::UploadBytes, "upload", 1_073_741_824, 86_400),
             (Bucket::UploadAnonymous, "upload-anonymous", 10, 60),
-            (
-                Bucket::UploadAnonymousBytes,
-                "upload-anonymous",
-                209_715_200,
-                86_400,
-            ),
+            (Bucket::UploadAnonymousBytes, "upload-anonymous", 209_715_200, 86_400),
             (Bucket::MediaResize, "media-resize", 60, 60),
         ];
         for (bucket, name, limit, secs) in table {
@@ -654,10 +635,7 @@ mod tests {
         let e = evaluate(q, tat, 0, 1);
         assert!(!e.allowed);
         let d = e.decision(Bucket::Auth, 1);
-        assert_eq!(
-            (d.remaining, d.retry_after, d.reset_after),
-            (0, SEC, 3 * SEC)
-        );
+        assert_eq!((d.remaining, d.retry_after, d.reset_after), (0, SEC, 3 * SEC));
     }
 
     #[test]
@@ -753,10 +731,7 @@ mod tests {
         }
         let d = rl.check(Bucket::Auth, "1.2.3.4", 1);
         assert!(!d.allowed);
-        assert_eq!(
-            (d.remaining, d.retry_after, d.reset_after),
-            (0, 6 * SEC, 60 * SEC)
-        );
+        assert_eq!((d.remaining, d.retry_after, d.reset_after), (0, 6 * SEC, 60 * SEC));
         // Other keys and buckets are independent.
         assert!(rl.check(Bucket::Auth, "5.6.7.8", 1).allowed);
         assert!(rl.check(Bucket::Refresh, "1.2.3.4", 1).allowed);
@@ -773,10 +748,7 @@ mod tests {
 
         rl.advance(ms(400));
         let d = rl.check(Bucket::Messages, "u:c", 1);
-        assert_eq!(
-            (d.allowed, d.retry_after, d.reset_after),
-            (false, ms(600), ms(9600))
-        );
+        assert_eq!((d.allowed, d.retry_after, d.reset_after), (false, ms(600), ms(9600)));
 
         rl.advance(ms(600));
         let d = rl.check(Bucket::Messages, "u:c", 1);
@@ -806,10 +778,7 @@ mod tests {
         assert_eq!(d.remaining, 50 * mib);
         assert_eq!(d.retry_after, Duration::from_secs(86_400 / 20));
         // The refused request consumed nothing.
-        assert!(
-            rl.check(Bucket::UploadAnonymousBytes, "ip", 50 * mib)
-                .allowed
-        );
+        assert!(rl.check(Bucket::UploadAnonymousBytes, "ip", 50 * mib).allowed);
         assert!(!rl.check(Bucket::UploadAnonymousBytes, "ip", 1).allowed);
 
         // Count-based cost: 3 at once on a limit of 5.
@@ -866,16 +835,12 @@ mod tests {
     #[test]
     fn memory_upload_bytes_and_count_are_separate() {
         let rl = Clocked::new(MEMORY_SWEEP_THRESHOLD);
-        let ds = rl.store.check_all_at(
-            &[(Bucket::Upload, "u", 1), (Bucket::UploadBytes, "u", 1000)],
-            rl.now,
-        );
+        let ds = rl
+            .store
+            .check_all_at(&[(Bucket::Upload, "u", 1), (Bucket::UploadBytes, "u", 1000)], rl.now);
         assert!(ds.iter().all(|d| d.allowed));
         assert_eq!((ds[0].remaining, ds[1].remaining), (29, (1 << 30) - 1000));
-        assert_eq!(
-            governing(&ds).map(|d| (d.bucket, d.remaining)),
-            Some(("upload", 29))
-        );
+        assert_eq!(governing(&ds).map(|d| (d.bucket, d.remaining)), Some(("upload", 29)));
     }
 
     #[test]
@@ -890,11 +855,7 @@ mod tests {
         for i in 0..5 {
             assert!(rl.check(Bucket::Messages, &format!("fresh{i}"), 1).allowed);
         }
-        assert_eq!(
-            rl.store.len(),
-            5,
-            "the 101st entry swept the 100 expired ones"
-        );
+        assert_eq!(rl.store.len(), 5, "the 101st entry swept the 100 expired ones");
 
         // Live entries survive a sweep and keep their state; the threshold
         // then grows so that live entries are not rescanned on every insert.
@@ -921,9 +882,7 @@ mod tests {
         let d = b.check(Bucket::AuthMail, "e@x", 1).await;
         assert!(!d.allowed);
         assert!(close(d.retry_after, Duration::from_secs(1200)), "{d:?}");
-        let ds = b
-            .check_all(&[(Bucket::Auth, "ip"), (Bucket::AuthMail, "e@x")])
-            .await;
+        let ds = b.check_all(&[(Bucket::Auth, "ip"), (Bucket::AuthMail, "e@x")]).await;
         assert!(ds[0].allowed && !ds[1].allowed);
         assert_eq!(a.check(Bucket::Auth, "ip", 1).await.remaining, 9);
         assert_eq!(a.check_all(&[]).await, Vec::new());
@@ -937,9 +896,7 @@ mod tests {
 
     async fn redis_limiter(prefix: &str) -> RateLimiter {
         let client = redis::Client::open(redis_url()).expect("redis url");
-        let conn = ConnectionManager::new(client)
-            .await
-            .expect("redis connection");
+        let conn = ConnectionManager::new(client).await.expect("redis connection");
         RateLimiter::redis(conn, unique(prefix))
     }
 
@@ -983,10 +940,7 @@ mod tests {
         assert!(ds.allowed);
         let d = rl.check(Bucket::General, "u", 1).await;
         assert!(!d.allowed);
-        assert!(
-            d.retry_after <= ms(50) && d.retry_after > Duration::ZERO,
-            "{d:?}"
-        );
+        assert!(d.retry_after <= ms(50) && d.retry_after > Duration::ZERO, "{d:?}");
         tokio::time::sleep(ms(120)).await;
         let d = rl.check(Bucket::General, "u", 2).await;
         assert!(d.allowed, "{d:?}");
@@ -1004,19 +958,12 @@ mod tests {
 
         // The key expires with its TAT.
         let client = redis::Client::open(redis_url()).expect("redis url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
         let key = match &*rl.backend {
             Backend::Redis(store) => store.key(Bucket::Register, "ip"),
             Backend::Memory(_) => unreachable!(),
         };
-        let pttl: i64 = redis::cmd("PTTL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .expect("pttl");
+        let pttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.expect("pttl");
         assert!(pttl > 2_150_000 && pttl <= 2_160_000, "pttl {pttl}");
     }
 
@@ -1024,25 +971,19 @@ mod tests {
     async fn redis_check_all_refuses_without_consuming() {
         let rl = redis_limiter("all").await;
         assert!(rl.check(Bucket::BotLogin, "bot", 10).await.allowed);
-        let ds = rl
-            .check_all(&[(Bucket::Auth, "ip"), (Bucket::BotLogin, "bot")])
-            .await;
+        let ds = rl.check_all(&[(Bucket::Auth, "ip"), (Bucket::BotLogin, "bot")]).await;
         assert!(ds[0].allowed && !ds[1].allowed, "{ds:?}");
         assert_eq!(ds[0].remaining, 10);
         assert_eq!(governing(&ds).map(|d| d.bucket), Some("bot-login"));
         let d = rl.check(Bucket::Auth, "ip", 10).await;
         assert!(d.allowed, "auth was not consumed: {d:?}");
 
-        let ds = rl
-            .check_all(&[(Bucket::Register, "ip"), (Bucket::Refresh, "ip")])
-            .await;
+        let ds = rl.check_all(&[(Bucket::Register, "ip"), (Bucket::Refresh, "ip")]).await;
         assert!(ds.iter().all(|d| d.allowed));
         assert_eq!((ds[0].remaining, ds[1].remaining), (4, 59));
 
         // A repeated pair counts twice.
-        let ds = rl
-            .check_all(&[(Bucket::AuthMail, "e"), (Bucket::AuthMail, "e")])
-            .await;
+        let ds = rl.check_all(&[(Bucket::AuthMail, "e"), (Bucket::AuthMail, "e")]).await;
         assert_eq!((ds[0].remaining, ds[1].remaining), (2, 1));
     }
 
@@ -1054,9 +995,7 @@ mod tests {
             Backend::Memory(_) => unreachable!(),
         };
         let client = redis::Client::open(redis_url()).expect("redis url");
-        let conn = ConnectionManager::new(client)
-            .await
-            .expect("redis connection");
+        let conn = ConnectionManager::new(client).await.expect("redis connection");
         let b = RateLimiter::redis(conn, prefix);
         for _ in 0..3 {
             assert!(a.check(Bucket::AuthMail, "e@x", 1).await.allowed);
@@ -1072,10 +1011,7 @@ mod tests {
         let rl = redis_limiter("flush").await;
         assert!(rl.check(Bucket::Auth, "ip", 1).await.allowed);
         let client = redis::Client::open(redis_url()).expect("redis url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
         let _: () = redis::cmd("SCRIPT")
             .arg("FLUSH")
             .query_async(&mut conn)
@@ -1105,10 +1041,7 @@ mod tests {
             .await;
         assert_eq!(
             ds,
-            vec![
-                Decision::open(Bucket::Register),
-                Decision::open(Bucket::UploadBytes)
-            ]
+            vec![Decision::open(Bucket::Register), Decision::open(Bucket::UploadBytes)]
         );
         assert_eq!((ds[1].bucket, ds[1].remaining), ("upload", 1 << 30));
         match &*rl.backend {

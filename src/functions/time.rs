@@ -50,13 +50,9 @@ mod tests {
 
     #[test]
     fn formats_with_millis_and_z() {
-        let t = Utc.with_ymd_and_hms(2026, 4, 24, 18, 45, 28).unwrap()
-            + TimeDelta::nanoseconds(123_456_789);
+        let t = Utc.with_ymd_and_hms(2026, 4, 24, 18, 45, 28).unwrap() + TimeDelta::nanoseconds(123_456_789);
         let ts = Timestamp::from(t);
-        assert_eq!(
-            serde_json::to_string(&ts).unwrap(),
-            "\"2026-04-24T18:45:28.123Z\""
-        );
+        assert_eq!(serde_json::to_string(&ts).unwrap(), "\"2026-04-24T18:45:28.123Z\"");
         let whole = Timestamp::from(Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap());
         assert_eq!(whole.to_string(), "2026-01-02T03:04:05.000Z");
     }

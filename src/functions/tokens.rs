@@ -26,10 +26,7 @@ mod tests {
     fn tokens_are_43_url_safe_chars_and_unique() {
         let a = generate();
         assert_eq!(a.len(), 43);
-        assert!(
-            a.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        );
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         assert_ne!(a, generate());
         assert_eq!(digest(&a), digest(&a));
         assert_eq!(digest(&a).len(), 32);

@@ -62,9 +62,7 @@ impl Auth {
     /// Verifies a token completely: signature and claims, then the session or bot generation.
     pub async fn verify(state: &AppState, token: &str) -> Result<Auth, Error> {
         let claims = state.jwt.verify(token).map_err(|e| match e {
-            TokenError::Expired => {
-                Error::new(ErrorCode::TokenExpired, "The access token has expired")
-            }
+            TokenError::Expired => Error::new(ErrorCode::TokenExpired, "The access token has expired"),
             TokenError::Invalid => invalid_token(),
         })?;
         Self::check_live(state, &claims).await
@@ -82,10 +80,7 @@ impl Auth {
                     session_id: Some(SessionId(sid)),
                     is_bot: false,
                 }),
-                SessionState::Revoked => Err(Error::new(
-                    ErrorCode::SessionRevoked,
-                    "This session has been revoked",
-                )),
+                SessionState::Revoked => Err(Error::new(ErrorCode::SessionRevoked, "This session has been revoked")),
                 SessionState::Unknown => Err(invalid_token()),
             },
         }
@@ -99,10 +94,7 @@ fn invalid_token() -> Error {
 impl FromRequestParts<AppState> for Auth {
     type Rejection = Error;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         if let Some(auth) = parts.extensions.get::<Auth>() {
             return Ok(*auth);
         }
@@ -116,20 +108,14 @@ impl FromRequestParts<AppState> for Auth {
 impl FromRequestParts<AppState> for UserAuth {
     type Rejection = Error;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let auth = Auth::from_request_parts(parts, state).await?;
         match (auth.is_bot, auth.session_id) {
             (false, Some(session_id)) => Ok(UserAuth {
                 user_id: auth.user_id,
                 session_id,
             }),
-            _ => Err(Error::new(
-                ErrorCode::BotNotAllowed,
-                "Bots may not use this operation",
-            )),
+            _ => Err(Error::new(ErrorCode::BotNotAllowed, "Bots may not use this operation")),
         }
     }
 }
@@ -137,10 +123,7 @@ impl FromRequestParts<AppState> for UserAuth {
 impl FromRequestParts<AppState> for OptionalAuth {
     type Rejection = Error;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         match Auth::from_request_parts(parts, state).await {
             Ok(auth) => Ok(OptionalAuth(Some(auth))),
             Err(e) if e.code() == ErrorCode::InternalError => Err(e),
@@ -151,9 +134,7 @@ impl FromRequestParts<AppState> for OptionalAuth {
 
 fn require_bearer(operation: &mut Operation) {
     let requirement: aide::openapi::SecurityRequirement =
-        [(SECURITY_SCHEME.to_string(), Vec::new())]
-            .into_iter()
-            .collect();
+        [(SECURITY_SCHEME.to_string(), Vec::new())].into_iter().collect();
     if !operation.security.contains(&requirement) {
         operation.security.push(requirement);
     }

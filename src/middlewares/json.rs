@@ -51,14 +51,8 @@ where
 
 /// `application/json`, or any `+json` type, with or without parameters.
 fn is_json_content_type(value: &str) -> bool {
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Parses JSON, telling syntax errors (400) from shape errors (422, with the offending path).

@@ -19,10 +19,7 @@ pub fn recorder() -> PrometheusHandle {
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ];
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("http_request_duration_seconds".into()),
-                    &buckets,
-                )
+                .set_buckets_for_metric(Matcher::Full("http_request_duration_seconds".into()), &buckets)
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();

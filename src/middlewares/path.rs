@@ -51,12 +51,7 @@ where
         AxumQuery::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))
-            .map_err(|e| {
-                Error::new(
-                    ErrorCode::InvalidQuery,
-                    format!("Invalid query: {}", e.body_text()),
-                )
-            })
+            .map_err(|e| Error::new(ErrorCode::InvalidQuery, format!("Invalid query: {}", e.body_text())))
     }
 }
 
@@ -83,9 +78,7 @@ mod tests {
             .unwrap()
             .into_response();
         let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), 1 << 16)
-            .await
-            .unwrap();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
         (status, serde_json::from_slice(&bytes).unwrap_or_default())
     }
 

@@ -16,20 +16,29 @@ use crate::middlewares::auth::bearer_token;
 use crate::middlewares::client_ip::ClientIp;
 use crate::state::AppState;
 
-/// The IP-keyed buckets of routes with their own limits. Routes not listed fall under `general`
-/// (keyed by the token's user) or `anonymous` (keyed by IP).
-fn route_buckets(method: &Method, path: &str) -> Option<&'static [Bucket]> {
+/// What a route-specific bucket is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyBy {
+    Ip,
+    /// The token's user; an unauthenticated request falls back to `anonymous` by IP.
+    User,
+}
+
+/// The buckets of routes with their own limits. Routes not listed fall under `general` (keyed by
+/// the token's user) or `anonymous` (keyed by IP).
+fn route_buckets(method: &Method, path: &str) -> Option<&'static [(Bucket, KeyBy)]> {
     use Bucket::*;
+    use KeyBy::*;
     if method != Method::POST {
         return None;
     }
     Some(match path {
-        "/account/register" => &[Auth, Register],
-        "/account/login"
-        | "/account/reset_password"
-        | "/account/reset_password/submit"
-        | "/bots/login" => &[Auth],
-        "/account/refresh" | "/account/logout" => &[Refresh],
+        "/account/register" => &[(Auth, Ip), (Register, Ip)],
+        "/account/login" | "/account/reset_password" | "/account/reset_password/submit" | "/bots/login" => {
+            &[(Auth, Ip)]
+        }
+        "/account/refresh" | "/account/logout" => &[(Refresh, Ip)],
+        "/spaces" => &[(SpaceCreate, User)],
         _ => return None,
     })
 }
@@ -46,28 +55,27 @@ impl Taken {
 
 pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let Some(path) = parts
-        .extensions
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-    else {
+    let Some(path) = parts.extensions.get::<MatchedPath>().map(|m| m.as_str().to_string()) else {
         return next.run(Request::from_parts(parts, body)).await;
     };
     let ip = ClientIp::from_parts(&parts, &state).0.to_string();
-    let keys: Vec<(Bucket, String)> = match route_buckets(&parts.method, &path) {
-        Some(buckets) => buckets.iter().map(|b| (*b, ip.clone())).collect(),
-        None => {
-            // Only the signature is checked here; the handler does the full verification.
-            let sub = bearer_token(&parts)
-                .ok()
-                .flatten()
-                .and_then(|t| state.jwt.verify(t).ok())
-                .map(|c| c.sub);
-            match sub {
-                Some(sub) => vec![(Bucket::General, sub.to_string())],
-                None => vec![(Bucket::Anonymous, ip.clone())],
-            }
-        }
+    // Only the signature is checked here; the handler does the full verification.
+    let sub = bearer_token(&parts)
+        .ok()
+        .flatten()
+        .and_then(|t| state.jwt.verify(t).ok())
+        .map(|c| c.sub.to_string());
+    let keys: Vec<(Bucket, String)> = match (route_buckets(&parts.method, &path), sub) {
+        (Some(buckets), sub) => buckets
+            .iter()
+            .map(|(b, by)| match (by, &sub) {
+                (KeyBy::Ip, _) => (*b, ip.clone()),
+                (KeyBy::User, Some(sub)) => (*b, sub.clone()),
+                (KeyBy::User, None) => (Bucket::Anonymous, ip.clone()),
+            })
+            .collect(),
+        (None, Some(sub)) => vec![(Bucket::General, sub)],
+        (None, None) => vec![(Bucket::Anonymous, ip.clone())],
     };
     let checks: Vec<(Bucket, &str)> = keys.iter().map(|(b, k)| (*b, k.as_str())).collect();
     let decisions = state.limiter.check_all(&checks).await;
@@ -105,10 +113,7 @@ fn set_headers(headers: &mut HeaderMap, d: &Decision) {
     };
     put("x-ratelimit-limit", d.limit.to_string());
     put("x-ratelimit-remaining", d.remaining.to_string());
-    put(
-        "x-ratelimit-reset-after",
-        format_secs(d.reset_after.as_secs_f64()),
-    );
+    put("x-ratelimit-reset-after", format_secs(d.reset_after.as_secs_f64()));
     put("x-ratelimit-bucket", d.bucket.to_string());
 }
 
@@ -128,10 +133,7 @@ impl Limits {
     /// Checks and consumes; a refusal is a 429 and its headers govern the response.
     pub async fn check(&self, bucket: Bucket, key: &str) -> Result<(), Error> {
         let decisions = self.state.limiter.check_all(&[(bucket, key)]).await;
-        let refused = decisions
-            .iter()
-            .find(|d| !d.allowed)
-            .map(|d| (d.bucket, d.retry_after));
+        let refused = decisions.iter().find(|d| !d.allowed).map(|d| (d.bucket, d.retry_after));
         self.taken.push(decisions);
         match refused {
             Some((bucket, retry_after)) => {
@@ -156,10 +158,7 @@ impl Limits {
 impl FromRequestParts<AppState> for Limits {
     type Rejection = Error;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let taken = parts.extensions.get::<Taken>().cloned().unwrap_or_default();
         Ok(Limits {
             state: state.clone(),
@@ -186,9 +185,13 @@ mod tests {
     fn route_table() {
         assert_eq!(
             route_buckets(&Method::POST, "/account/register"),
-            Some(&[Bucket::Auth, Bucket::Register][..])
+            Some(&[(Bucket::Auth, KeyBy::Ip), (Bucket::Register, KeyBy::Ip)][..])
         );
         assert_eq!(route_buckets(&Method::GET, "/account/register"), None);
-        assert_eq!(route_buckets(&Method::POST, "/spaces"), None);
+        assert_eq!(
+            route_buckets(&Method::POST, "/spaces"),
+            Some(&[(Bucket::SpaceCreate, KeyBy::User)][..])
+        );
+        assert_eq!(route_buckets(&Method::GET, "/spaces"), None);
     }
 }

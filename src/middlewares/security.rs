@@ -17,15 +17,9 @@ pub const JSON_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 pub fn cors(config: &Config) -> CorsLayer {
     let origin = match &config.cors_origins {
         CorsOrigins::Any => AllowOrigin::any(),
-        CorsOrigins::List(list) => {
-            AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-        }
+        CorsOrigins::List(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
     };
-    let names = |list: &[&'static str]| {
-        list.iter()
-            .map(|n| HeaderName::from_static(n))
-            .collect::<Vec<_>>()
-    };
+    let names = |list: &[&'static str]| list.iter().map(|n| HeaderName::from_static(n)).collect::<Vec<_>>();
     CorsLayer::new()
         .allow_origin(origin)
         .allow_methods([

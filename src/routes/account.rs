@@ -27,27 +27,18 @@ pub fn router() -> ApiRouter<AppState> {
             "/account/register",
             post_with(register, op("account.register", "User Registration")),
         )
-        .mikoto_route(
-            "/account/login",
-            post_with(login, op("account.login", "User Login")),
-        )
+        .mikoto_route("/account/login", post_with(login, op("account.login", "User Login")))
         .mikoto_route(
             "/account/refresh",
             post_with(refresh, op("account.refresh", "Refresh Access Token")),
         )
         .mikoto_route(
             "/account/change_password",
-            post_with(
-                change_password,
-                op("account.change_password", "Change Password"),
-            ),
+            post_with(change_password, op("account.change_password", "Change Password")),
         )
         .mikoto_route(
             "/account/reset_password",
-            post_with(
-                reset_password,
-                op("account.reset_password", "Reset Password"),
-            ),
+            post_with(reset_password, op("account.reset_password", "Reset Password")),
         )
         .mikoto_route(
             "/account/reset_password/submit",
@@ -56,10 +47,7 @@ pub fn router() -> ApiRouter<AppState> {
                 op("account.reset_password.confirm", "Confirm Password Reset"),
             ),
         )
-        .mikoto_route(
-            "/account/logout",
-            post_with(logout, op("account.logout", "Log Out")),
-        )
+        .mikoto_route("/account/logout", post_with(logout, op("account.logout", "Log Out")))
         .mikoto_route(
             "/account/logout_all",
             post_with(logout_all, op("account.logout_all", "Log Out Everywhere")),
@@ -137,12 +125,7 @@ impl FromRequestParts<AppState> for RegistrationOpen {
 
 impl aide::OperationInput for RegistrationOpen {}
 
-fn token_pair(
-    state: &AppState,
-    user: UserId,
-    session: SessionId,
-    refresh: Option<String>,
-) -> Result<TokenPair> {
+fn token_pair(state: &AppState, user: UserId, session: SessionId, refresh: Option<String>) -> Result<TokenPair> {
     let access_token = state
         .jwt
         .user_token(user.0, session.0, state.config.access_token_ttl)
@@ -154,11 +137,7 @@ fn token_pair(
 }
 
 /// Opens an auth session inside `tx` and signs its pair; the caller commits.
-async fn open_session(
-    state: &AppState,
-    tx: &mut sqlx::PgConnection,
-    user: UserId,
-) -> Result<TokenPair> {
+async fn open_session(state: &AppState, tx: &mut sqlx::PgConnection, user: UserId) -> Result<TokenPair> {
     let (session, refresh) = sessions::create(tx, user, state.config.refresh_token_ttl).await?;
     token_pair(state, user, session, Some(refresh))
 }
@@ -227,10 +206,7 @@ async fn login(
     Ok(axum::Json(pair))
 }
 
-async fn refresh(
-    State(state): State<AppState>,
-    Json(p): Json<RefreshPayload>,
-) -> Result<axum::Json<TokenPair>> {
+async fn refresh(State(state): State<AppState>, Json(p): Json<RefreshPayload>) -> Result<axum::Json<TokenPair>> {
     let cfg = &state.config;
     match sessions::refresh(
         &state.db,
@@ -240,14 +216,10 @@ async fn refresh(
     )
     .await?
     {
-        sessions::Refresh::Rotated {
-            user,
-            session,
-            token,
-        } => Ok(axum::Json(token_pair(&state, user, session, Some(token))?)),
-        sessions::Refresh::Grace { user, session } => {
-            Ok(axum::Json(token_pair(&state, user, session, None)?))
+        sessions::Refresh::Rotated { user, session, token } => {
+            Ok(axum::Json(token_pair(&state, user, session, Some(token))?))
         }
+        sessions::Refresh::Grace { user, session } => Ok(axum::Json(token_pair(&state, user, session, None)?)),
         sessions::Refresh::Reused { user, session } => {
             tracing::warn!(%user, %session, "refresh token reuse detected; session revoked");
             announce_revoked(&state, user, &[session]).await;
@@ -265,11 +237,7 @@ async fn change_password(
     Json(p): Json<ChangePasswordPayload>,
 ) -> Result<axum::Json<TokenPair>> {
     let current = accounts::password_hash(&state.db, auth.user_id).await?;
-    if !state
-        .hasher
-        .verify(&p.old_password, current.as_deref())
-        .await?
-    {
+    if !state.hasher.verify(&p.old_password, current.as_deref()).await? {
         return Err(wrong_password());
     }
     passwords::validate_new(&p.new_password).map_err(|e| e.with_field("newPassword"))?;
@@ -351,9 +319,7 @@ async fn logout(
     let revoked = match (p.refresh_token, auth.0) {
         (Some(token), _) => sessions::revoke_by_refresh_token(&state.db, &token).await?,
         (None, Some(auth)) => match auth.session_id {
-            Some(s) if sessions::revoke(&state.db, auth.user_id, s).await? => {
-                Some((auth.user_id, s))
-            }
+            Some(s) if sessions::revoke(&state.db, auth.user_id, s).await? => Some((auth.user_id, s)),
             _ => None,
         },
         (None, None) => return Err(Error::unauthorized()),

@@ -72,10 +72,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.run_upkeep();
     (
         StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),
     )
         .into_response()
@@ -85,11 +82,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// styles need a CSP of their own; the page fetches only `/api.json` from this origin.
 async fn docs() -> Response {
     static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let page = PAGE.get_or_init(|| {
-        aide::scalar::Scalar::new("/api.json")
-            .with_title("alterego API")
-            .html()
-    });
+    let page = PAGE.get_or_init(|| aide::scalar::Scalar::new("/api.json").with_title("alterego API").html());
     (
         [(
             header::CONTENT_SECURITY_POLICY,

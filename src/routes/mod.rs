@@ -2,7 +2,14 @@
 //! API and documents it (the OpenAPI document is generated from these definitions).
 
 pub mod account;
+pub mod bans;
+pub mod channels;
+pub mod invites;
+pub mod members;
 pub mod meta;
+pub mod params;
+pub mod roles;
+pub mod spaces;
 pub mod users;
 
 use aide::axum::ApiRouter;
@@ -37,9 +44,7 @@ pub fn doc(
     tag: &'static str,
     id: &'static str,
     summary: &'static str,
-) -> impl for<'a> FnOnce(
-    aide::transform::TransformOperation<'a>,
-) -> aide::transform::TransformOperation<'a> {
+) -> impl for<'a> FnOnce(aide::transform::TransformOperation<'a>) -> aide::transform::TransformOperation<'a> {
     move |o| o.id(id).summary(summary).tag(tag)
 }
 
@@ -49,6 +54,12 @@ pub fn api_router() -> ApiRouter<AppState> {
         .merge(meta::api_router())
         .merge(account::router())
         .merge(users::router())
+        .merge(spaces::router())
+        .merge(channels::router())
+        .merge(members::router())
+        .merge(roles::router())
+        .merge(bans::router())
+        .merge(invites::router())
 }
 
 /// Document-level facts: title, version, the bearer scheme, the default error response.
@@ -61,19 +72,23 @@ pub fn document(api: TransformOpenApi<'_>) -> TransformOpenApi<'_> {
             SecurityScheme::Http {
                 scheme: "bearer".into(),
                 bearer_format: Some("JWT".into()),
-                description: Some("An access token from `account.login`, `account.register` or `account.refresh`.".into()),
+                description: Some(
+                    "An access token from `account.login`, `account.register` or `account.refresh`.".into(),
+                ),
                 extensions: Default::default(),
             },
         )
         .default_response::<axum::Json<crate::error::ErrorBody>>()
 }
 
-/// Generates the OpenAPI document for a router.
-pub fn openapi(router: ApiRouter<AppState>) -> (axum::Router<AppState>, OpenApi) {
+/// Builds the client API and its OpenAPI document. The generator is configured before any
+/// route exists: routes record their schemas as they are built, and reconfiguring it later
+/// would drop them.
+pub fn openapi() -> (axum::Router<AppState>, OpenApi) {
     aide::generate::on_error(|e| tracing::warn!(error = %e, "OpenAPI generation"));
     aide::generate::extract_schemas(true);
     let mut api = OpenApi::default();
-    let router = router.finish_api_with(&mut api, document);
+    let router = api_router().finish_api_with(&mut api, document);
     (router, api)
 }
 
@@ -82,8 +97,5 @@ pub async fn not_found() -> Error {
 }
 
 pub async fn method_not_allowed() -> Error {
-    Error::new(
-        ErrorCode::MethodNotAllowed,
-        "This method is not allowed on this route",
-    )
+    Error::new(ErrorCode::MethodNotAllowed, "This method is not allowed on this route")
 }

@@ -19,12 +19,8 @@ use crate::state::AppState;
 pub fn router() -> ApiRouter<AppState> {
     ApiRouter::new().mikoto_route(
         "/users/me",
-        get_with(get_me, |o| {
-            o.id("user.get").summary("Get Current User").tag("Users")
-        })
-        .patch_with(update_me, |o| {
-            o.id("user.update").summary("Update User").tag("Users")
-        }),
+        get_with(get_me, |o| o.id("user.get").summary("Get Current User").tag("Users"))
+            .patch_with(update_me, |o| o.id("user.update").summary("Update User").tag("Users")),
     )
 }
 
@@ -43,10 +39,7 @@ pub struct UserPatch {
 impl UserPatch {
     /// Validates into a change: `name: null` means unchanged, `""` description means none.
     fn validate(self, media_public_url: &str) -> Result<ProfileChange> {
-        let name = self
-            .name
-            .map(|n| validation::display_name("name", &n))
-            .transpose()?;
+        let name = self.name.map(|n| validation::display_name("name", &n)).transpose()?;
         let avatar = self
             .avatar
             .map(|a| {
@@ -56,11 +49,7 @@ impl UserPatch {
             .transpose()?;
         let description = self
             .description
-            .map(|d| {
-                d.map(|v| validation::description(&v))
-                    .transpose()
-                    .map(Option::flatten)
-            })
+            .map(|d| d.map(|v| validation::description(&v)).transpose().map(Option::flatten))
             .transpose()?;
         Ok(ProfileChange {
             name,

@@ -20,8 +20,7 @@ use tokio::sync::{broadcast, oneshot};
 pub const PASSWORD: &str = "correct horse battery";
 
 pub fn database_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn redis_url() -> String {
@@ -45,11 +44,7 @@ async fn template_database(admin_url: &str) -> String {
     let digest = hasher.finalize();
     let name = format!(
         "alterego_tmpl_{}",
-        digest
-            .iter()
-            .take(6)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>()
     );
     let mut admin = PgConnection::connect(admin_url)
         .await
@@ -58,12 +53,11 @@ async fn template_database(admin_url: &str) -> String {
         .execute(&mut admin)
         .await
         .expect("lock");
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await
-            .expect("query");
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await
+        .expect("query");
     if !exists {
         let building = format!("{name}_building");
         let drop = format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)");
@@ -79,9 +73,7 @@ async fn template_database(admin_url: &str) -> String {
         let pool = alterego::db::connect(&with_database(admin_url, &building), 2, false)
             .await
             .expect("connect template");
-        alterego::db::migrate(&pool)
-            .await
-            .expect("migrate template");
+        alterego::db::migrate(&pool).await.expect("migrate template");
         pool.close().await;
         let rename = format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\"");
         sqlx::query(sqlx::AssertSqlSafe(rename))
@@ -116,10 +108,7 @@ pub fn test_config(database_url: &str, redis: bool) -> Config {
     let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
     let mut map: HashMap<&str, String> = HashMap::from([
         ("DATABASE_URL", database_url.to_string()),
-        (
-            "JWT_SECRET",
-            "test-secret-test-secret-test-secret-0123".into(),
-        ),
+        ("JWT_SECRET", "test-secret-test-secret-test-secret-0123".into()),
         ("PUBLIC_URL", "http://alterego.test".into()),
         ("WEB_URL", "http://web.alterego.test".into()),
         ("HANDLE_DOMAIN", "alterego.test".into()),
@@ -171,22 +160,10 @@ impl Resp {
     /// Asserts the status and, for errors, the stable code.
     #[track_caller]
     pub fn expect(&self, status: u16, code: Option<&str>) -> &Self {
-        assert_eq!(
-            self.status, status,
-            "unexpected status; body: {}",
-            self.text
-        );
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
         if let Some(code) = code {
-            assert_eq!(
-                self.body["code"], code,
-                "unexpected code; body: {}",
-                self.text
-            );
-            assert!(
-                self.body["message"].is_string(),
-                "error without message: {}",
-                self.text
-            );
+            assert_eq!(self.body["code"], code, "unexpected code; body: {}", self.text);
+            assert!(self.body["message"].is_string(), "error without message: {}", self.text);
         }
         self
     }
@@ -194,11 +171,7 @@ impl Resp {
 
 /// The token of the reset link in a password-reset mail.
 pub fn reset_token(mail: &alterego::functions::mail::Mail) -> String {
-    let link = mail
-        .body
-        .split("/forgotpassword/")
-        .nth(1)
-        .expect("reset link in mail");
+    let link = mail.body.split("/forgotpassword/").nth(1).expect("reset link in mail");
     link.split_whitespace().next().expect("token").to_string()
 }
 
@@ -220,16 +193,13 @@ impl TestApp {
         let db_name = fresh_database(&admin_url).await;
         let mut config = test_config(&with_database(&admin_url, &db_name), redis);
         adjust(&mut config);
-        let pool =
-            alterego::db::connect(&config.database_url, config.database_max_connections, false)
-                .await
-                .expect("connect test database");
+        let pool = alterego::db::connect(&config.database_url, config.database_max_connections, false)
+            .await
+            .expect("connect test database");
         let state = AppState::new(config, pool, Some(Mailer::memory()))
             .await
             .expect("state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let server_state = state.clone();
@@ -258,13 +228,7 @@ impl TestApp {
     ///
     /// Each request comes from a random client IP (the test server trusts 127.0.0.1 as a proxy),
     /// so the per-IP rate limits never interfere with tests that are not about them.
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Resp {
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
         let mut req = self
             .http
             .request(method, self.url(path))
@@ -303,6 +267,34 @@ impl TestApp {
         self.call(Method::PATCH, path, token, Some(body)).await
     }
 
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Resp {
+        self.call(Method::DELETE, path, token, None).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+        self.call(Method::PUT, path, token, Some(body)).await
+    }
+
+    /// Creates a bot user owned by `owner` directly in the database (the bots API is another
+    /// issue); returns its user id.
+    pub async fn create_bot(&self, owner: &str, name: &str, public: bool) -> String {
+        let id = uuid::Uuid::now_v7();
+        sqlx::query("INSERT INTO users (id, name, category) VALUES ($1, $2, 'BOT')")
+            .bind(id)
+            .bind(name)
+            .execute(self.db())
+            .await
+            .expect("bot user");
+        sqlx::query("INSERT INTO bots (user_id, owner_id, visibility) VALUES ($1, $2::uuid, $3)")
+            .bind(id)
+            .bind(owner)
+            .bind(if public { "PUBLIC" } else { "PRIVATE" })
+            .execute(self.db())
+            .await
+            .expect("bot row");
+        id.to_string()
+    }
+
     /// Registers a user named `name` with a unique email.
     pub async fn register(&self, name: &str) -> TestUser {
         let email = format!(
@@ -318,14 +310,8 @@ impl TestApp {
             )
             .await;
         r.expect(200, None);
-        let access = r.body["accessToken"]
-            .as_str()
-            .expect("accessToken")
-            .to_string();
-        let refresh = r.body["refreshToken"]
-            .as_str()
-            .expect("refreshToken")
-            .to_string();
+        let access = r.body["accessToken"].as_str().expect("accessToken").to_string();
+        let refresh = r.body["refreshToken"].as_str().expect("refreshToken").to_string();
         let me = self.get("/users/me", Some(&access)).await;
         me.expect(200, None);
         TestUser {
@@ -371,15 +357,11 @@ impl TestApp {
         &self,
         path: &str,
     ) -> Result<
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
+        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
         tokio_tungstenite::tungstenite::Error,
     > {
         let url = format!("ws://{}{}", self.addr, path);
-        tokio_tungstenite::connect_async(url)
-            .await
-            .map(|(ws, _)| ws)
+        tokio_tungstenite::connect_async(url).await.map(|(ws, _)| ws)
     }
 
     /// A direct connection to this test's database, for assertions on stored state.
@@ -396,16 +378,12 @@ impl Drop for TestApp {
         let (admin_url, name) = (self.admin_url.clone(), self.db_name.clone());
         // Drop the database from a separate runtime: Drop cannot await.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
             if let Ok(rt) = rt {
                 rt.block_on(async move {
                     if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
                         let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
-                            .execute(&mut admin)
-                            .await;
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut admin).await;
                     }
                 });
             }
@@ -432,9 +410,7 @@ impl Capture {
     pub async fn next(&mut self, within: Duration) -> Option<Captured> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.rx.recv())
-                .await
-                .ok()?;
+            let msg = tokio::time::timeout_at(deadline, self.rx.recv()).await.ok()?;
             match msg {
                 Ok(Inbound::Message(m)) if self.topics.contains(&m.topic) => {
                     let v: Value = serde_json::from_slice(&m.payload).expect("event JSON");

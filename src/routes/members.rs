@@ -1,0 +1,281 @@
+//! Members and role assignment (spec §4.13).
+
+use std::collections::BTreeSet;
+
+use aide::axum::ApiRouter;
+use aide::axum::routing::{get_with, post_with};
+use axum::extract::State;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::entities::access::{self, SpaceMember, insufficient_rank, visibility_events};
+use crate::entities::members::{self, MemberExt};
+use crate::entities::users::UserCategory;
+use crate::entities::{bans, channels, roles, spaces, users};
+use crate::error::{Error, ErrorCode, Result};
+use crate::functions::bus::{Outbox, Topic};
+use crate::functions::ids::{MemberId, RoleId, SpaceId, UserId};
+use crate::functions::permissions::Permissions;
+use crate::functions::query::{clamp_limit, empty_as_none};
+use crate::middlewares::auth::Auth;
+use crate::middlewares::json::Json;
+use crate::middlewares::path::{Path, Query};
+use crate::routes::params::{MemberPath, MemberRolePath, SpacePath};
+use crate::routes::spaces::removal_events;
+use crate::routes::{RouterExt, doc};
+use crate::state::AppState;
+
+const MAX_ROLES: usize = 250;
+
+pub fn router() -> ApiRouter<AppState> {
+    let op = |id, summary| doc("Members", id, summary);
+    ApiRouter::new()
+        .mikoto_route(
+            "/spaces/{spaceId}/members/",
+            get_with(list, op("members.list", "List Members in Space"))
+                .post_with(create, op("members.create", "Add Bot Member")),
+        )
+        .mikoto_route(
+            "/spaces/{spaceId}/members/{userId}",
+            get_with(get, op("members.get", "Get Member from Space"))
+                .delete_with(kick, op("members.delete", "Kick Member"))
+                .patch_with(update, op("members.update", "Update Member")),
+        )
+        .mikoto_route(
+            "/spaces/{spaceId}/members/{userId}/roles/{roleId}",
+            post_with(add_role, op("members.addRole", "Add Role to Member"))
+                .delete_with(remove_role, op("members.removeRole", "Remove Role from Member")),
+        )
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct MemberListQuery {
+    #[serde(default, deserialize_with = "empty_as_none")]
+    #[schemars(with = "Option<MemberId>")]
+    pub cursor: Option<MemberId>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    #[schemars(with = "Option<i64>")]
+    pub limit: Option<i64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberCreatePayload {
+    pub user_id: UserId,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberUpdatePayload {
+    pub role_ids: Vec<RoleId>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Path<SpacePath>,
+    Query(q): Query<MemberListQuery>,
+) -> Result<axum::Json<Vec<MemberExt>>> {
+    SpaceMember::load(&state.db, p.space_id, auth.user_id).await?;
+    let limit = clamp_limit(q.limit, 100, 200);
+    Ok(axum::Json(members::list(&state.db, p.space_id, q.cursor, limit).await?))
+}
+
+async fn get(State(state): State<AppState>, auth: Auth, Path(p): Path<MemberPath>) -> Result<axum::Json<MemberExt>> {
+    SpaceMember::load(&state.db, p.space_id, auth.user_id).await?;
+    Ok(axum::Json(
+        members::get(&state.db, p.space_id, p.user_id)
+            .await?
+            .ok_or_else(Error::not_found)?,
+    ))
+}
+
+/// "Add Bot Member": a bot the caller owns, or a public one.
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Path<SpacePath>,
+    Json(body): Json<MemberCreatePayload>,
+) -> Result<axum::Json<MemberExt>> {
+    let mut tx = state.db.begin().await?;
+    let me = SpaceMember::load(&mut *tx, p.space_id, auth.user_id).await?;
+    me.require(Permissions::MANAGE_BOTS)?;
+    let target = users::get_ext(&mut *tx, body.user_id)
+        .await?
+        .ok_or_else(Error::not_found)?;
+    let installable: Option<bool> =
+        sqlx::query_scalar("SELECT owner_id = $2 OR visibility = 'PUBLIC' FROM bots WHERE user_id = $1")
+            .bind(body.user_id)
+            .bind(auth.user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if target.category != Some(UserCategory::Bot) || installable != Some(true) {
+        return Err(Error::new(
+            ErrorCode::Forbidden,
+            "Only a bot you own, or a public bot, can be added",
+        ));
+    }
+    if bans::is_banned(&mut *tx, p.space_id, body.user_id).await? {
+        return Err(Error::new(ErrorCode::Banned, "This bot is banned from the space"));
+    }
+    if spaces::count_for_user(&mut *tx, body.user_id).await? >= spaces::MAX_PER_USER {
+        return Err(Error::new(
+            ErrorCode::LimitExceeded,
+            "A bot may be in at most 200 spaces",
+        ));
+    }
+    members::insert(&mut *tx, p.space_id, body.user_id).await?;
+    let member = members::get(&mut *tx, p.space_id, body.user_id)
+        .await?
+        .ok_or_else(Error::not_found)?;
+    let standing = access::standing(&mut *tx, p.space_id, body.user_id)
+        .await?
+        .ok_or_else(Error::not_found)?;
+    let row = spaces::get(&mut *tx, p.space_id).await?.ok_or_else(Error::not_found)?;
+    let ext = spaces::ext(&mut tx, &row, spaces::View::Member(&standing)).await?;
+    let mut outbox = Outbox::new();
+    outbox.push(Topic::user(body.user_id), "spaces.onCreate", &ext);
+    outbox.push(Topic::space(p.space_id.0), "members.onCreate", &member);
+    outbox.commit(tx, &state.bus).await?;
+    Ok(axum::Json(member))
+}
+
+async fn kick(State(state): State<AppState>, auth: Auth, Path(p): Path<MemberPath>) -> Result<axum::Json<()>> {
+    let mut tx = state.db.begin().await?;
+    let me = SpaceMember::load(&mut *tx, p.space_id, auth.user_id).await?;
+    let target = access::standing(&mut *tx, p.space_id, p.user_id)
+        .await?
+        .ok_or_else(Error::not_found)?;
+    me.require(Permissions::BAN)?;
+    if p.user_id == auth.user_id {
+        return Err(Error::new(ErrorCode::CannotTargetSelf, "You cannot kick yourself"));
+    }
+    if target.is_owner || !me.standing.outranks(&target) {
+        return Err(insufficient_rank());
+    }
+    let mut outbox = Outbox::new();
+    removal_events(&mut tx, p.space_id, p.user_id, &target, &mut outbox).await?;
+    members::remove(&mut tx, p.space_id, p.user_id).await?;
+    outbox.commit(tx, &state.bus).await?;
+    Ok(axum::Json(()))
+}
+
+/// Applies role additions and removals to one member, with the rank rule, events and Δvis.
+async fn change_roles(
+    state: &AppState,
+    auth: Auth,
+    space: SpaceId,
+    user: UserId,
+    wanted: impl FnOnce(&BTreeSet<RoleId>) -> Result<BTreeSet<RoleId>>,
+) -> Result<MemberExt> {
+    let mut tx = state.db.begin().await?;
+    let me = SpaceMember::load(&mut *tx, space, auth.user_id).await?;
+    let member = members::get(&mut *tx, space, user)
+        .await?
+        .ok_or_else(Error::not_found)?;
+    let current: BTreeSet<RoleId> = member.role_ids.iter().copied().collect();
+    let wanted = wanted(&current)?;
+    me.require(Permissions::ASSIGN_ROLES)?;
+    let space_roles = roles::list(&mut *tx, space).await?;
+    let changed: Vec<RoleId> = current.symmetric_difference(&wanted).copied().collect();
+    for id in &changed {
+        let role = space_roles.iter().find(|r| r.id == *id).ok_or_else(Error::not_found)?;
+        if !me.standing.outranks_position(role.position) {
+            return Err(insufficient_rank());
+        }
+    }
+    if changed.is_empty() {
+        return Ok(member);
+    }
+    let before = access::visibility(&mut tx, space, Some(&[user])).await?;
+    for id in &changed {
+        if wanted.contains(id) {
+            members::add_role(&mut *tx, space, user, *id).await?;
+        } else {
+            members::remove_role(&mut *tx, space, user, *id).await?;
+        }
+    }
+    let after = access::visibility(&mut tx, space, Some(&[user])).await?;
+    let all = channels::list(&mut *tx, space).await?;
+    let member = members::get(&mut *tx, space, user)
+        .await?
+        .ok_or_else(Error::not_found)?;
+    let mut outbox = Outbox::new();
+    outbox.push(Topic::space(space.0), "members.onUpdate", &member);
+    visibility_events(&before, &after, &all, &mut outbox);
+    outbox.commit(tx, &state.bus).await?;
+    Ok(member)
+}
+
+/// A role of this space that may be assigned explicitly (not `@everyone`).
+async fn assignable(state: &AppState, space: SpaceId, role: RoleId) -> Result<()> {
+    let row = roles::get(&state.db, space, role).await?.ok_or_else(Error::not_found)?;
+    if row.is_default {
+        return Err(Error::new(
+            ErrorCode::DefaultRoleImmutable,
+            "The @everyone role applies to every member implicitly",
+        ));
+    }
+    Ok(())
+}
+
+async fn update(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Path<MemberPath>,
+    Json(body): Json<MemberUpdatePayload>,
+) -> Result<axum::Json<MemberExt>> {
+    SpaceMember::load(&state.db, p.space_id, auth.user_id).await?;
+    let space_roles = roles::list(&state.db, p.space_id).await?;
+    let mut requested = BTreeSet::new();
+    for id in body.role_ids {
+        let role = space_roles.iter().find(|r| r.id == id).ok_or_else(Error::not_found)?;
+        if !role.is_default {
+            requested.insert(id);
+        }
+    }
+    if requested.len() > MAX_ROLES {
+        return Err(Error::new(
+            ErrorCode::LimitExceeded,
+            "A member can hold at most 250 roles",
+        ));
+    }
+    let member = change_roles(&state, auth, p.space_id, p.user_id, |_| Ok(requested)).await?;
+    Ok(axum::Json(member))
+}
+
+async fn add_role(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Path<MemberRolePath>,
+) -> Result<axum::Json<MemberExt>> {
+    SpaceMember::load(&state.db, p.space_id, auth.user_id)
+        .await?
+        .require(Permissions::ASSIGN_ROLES)?;
+    assignable(&state, p.space_id, p.role_id).await?;
+    let member = change_roles(&state, auth, p.space_id, p.user_id, |current| {
+        let mut wanted = current.clone();
+        wanted.insert(p.role_id);
+        Ok(wanted)
+    })
+    .await?;
+    Ok(axum::Json(member))
+}
+
+async fn remove_role(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Path<MemberRolePath>,
+) -> Result<axum::Json<MemberExt>> {
+    SpaceMember::load(&state.db, p.space_id, auth.user_id)
+        .await?
+        .require(Permissions::ASSIGN_ROLES)?;
+    assignable(&state, p.space_id, p.role_id).await?;
+    let member = change_roles(&state, auth, p.space_id, p.user_id, |current| {
+        let mut wanted = current.clone();
+        wanted.remove(&p.role_id);
+        Ok(wanted)
+    })
+    .await?;
+    Ok(axum::Json(member))
+}
