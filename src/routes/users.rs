@@ -6,9 +6,11 @@ use axum::extract::State;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::entities::members;
 use crate::entities::users::{self, ProfileChange, UserExt};
 use crate::error::{Error, Result};
 use crate::functions::bus::Topic;
+use crate::functions::ids::UserId;
 use crate::functions::patch::nullable;
 use crate::functions::{media_ref, validation};
 use crate::middlewares::auth::Auth;
@@ -84,6 +86,21 @@ async fn update_me(
             .bus
             .publish(&Topic::profile(auth.user_id), "users.onUpdate", &user)
             .await;
+        announce_member_updates(&state, auth.user_id).await?;
     }
     Ok(axum::Json(user))
+}
+
+/// `members.onUpdate` in each of the user's spaces, so Mikoto clients (which ignore `users.*`)
+/// refresh their member lists.
+async fn announce_member_updates(state: &AppState, user: UserId) -> Result<()> {
+    for space in members::of_user(&state.db, user).await? {
+        if let Some(member) = members::get(&state.db, space, user).await? {
+            state
+                .bus
+                .publish(&Topic::space(space.0), "members.onUpdate", &member)
+                .await;
+        }
+    }
+    Ok(())
 }
