@@ -1,5 +1,6 @@
 //! The `alterego` command: `serve` (default) or `migrate`.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use alterego::config::{Config, LogFormat};
@@ -12,7 +13,8 @@ const USAGE: &str = "usage: alterego [serve|migrate]\n\n  serve    run the serve
 async fn main() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
     if matches!(command.as_str(), "-h" | "--help" | "help") {
-        println!("{USAGE}");
+        // Ignore a closed stdout (`alterego --help | head`).
+        let _ = writeln!(std::io::stdout(), "{USAGE}");
         return ExitCode::SUCCESS;
     }
     let config = match Config::from_env() {
