@@ -226,6 +226,7 @@ async fn served_operations_match_mikoto() {
     );
 
     community_scenario(&app, &contract, &mut seen).await;
+    conversation_scenario(&app, &contract, &mut seen).await;
 
     assert_eq!(
         seen, served,
@@ -425,5 +426,125 @@ async fn community_scenario(app: &TestApp, contract: &Contract, seen: &mut BTree
         "DELETE",
         "/spaces/{spaceId}",
         &app.delete(&format!("/spaces/{sid}"), t).await,
+    );
+}
+
+/// Every conversation operation (spec §4.5, §4.6, §4.10, §4.17), validated against Mikoto's schemas.
+async fn conversation_scenario(app: &TestApp, contract: &Contract, seen: &mut BTreeSet<String>) {
+    let ann = app.register("Ann").await;
+    let ben = app.register("Ben").await;
+    let cat = app.register("Cat").await;
+    let (a, b, c) = (
+        Some(ann.access.as_str()),
+        Some(ben.access.as_str()),
+        Some(cat.access.as_str()),
+    );
+    let mut check = |m: &str, p: &str, r: &common::Resp| contract.check(seen, m, p, r);
+
+    check(
+        "POST",
+        "/relations/{relationId}/request",
+        &app.post(&format!("/relations/{}/request", ben.id), a, json!({})).await,
+    );
+    check(
+        "POST",
+        "/relations/{relationId}/accept",
+        &app.post(&format!("/relations/{}/accept", ann.id), b, json!({})).await,
+    );
+    check("GET", "/relations/", &app.get("/relations/", a).await);
+    check(
+        "GET",
+        "/relations/{relationId}",
+        &app.get(&format!("/relations/{}", ben.id), a).await,
+    );
+    let dm = app.post(&format!("/relations/{}/dm", ben.id), a, json!({})).await;
+    check("POST", "/relations/{relationId}/dm", &dm);
+    let dm_id = dm.body["id"].as_str().unwrap().to_string();
+
+    let sent = app
+        .post(&format!("/dm/{dm_id}/messages/"), a, json!({"content": "hello ben"}))
+        .await;
+    check("POST", "/dm/{channelId}/messages/", &sent);
+    let mid = sent.body["id"].as_str().unwrap().to_string();
+    check(
+        "GET",
+        "/dm/{channelId}/messages/",
+        &app.get(&format!("/dm/{dm_id}/messages/?limit=10"), b).await,
+    );
+    let edited = app
+        .patch(
+            &format!("/dm/{dm_id}/messages/{mid}"),
+            a,
+            json!({"content": "hello again"}),
+        )
+        .await;
+    check("PATCH", "/dm/{channelId}/messages/{messageId}", &edited);
+    check(
+        "POST",
+        "/dm/{channelId}/ack",
+        &app.post(&format!("/dm/{dm_id}/ack"), b, json!({})).await,
+    );
+    check("GET", "/dm/unreads", &app.get("/dm/unreads", b).await);
+    check(
+        "DELETE",
+        "/dm/{channelId}/messages/{messageId}",
+        &app.delete(&format!("/dm/{dm_id}/messages/{mid}"), a).await,
+    );
+
+    app.post(&format!("/relations/{}/request", cat.id), a, json!({}))
+        .await
+        .expect(200, None);
+    check(
+        "POST",
+        "/relations/{relationId}/decline",
+        &app.post(&format!("/relations/{}/decline", ann.id), c, json!({})).await,
+    );
+    check(
+        "POST",
+        "/relations/{relationId}/block",
+        &app.post(&format!("/relations/{}/block", cat.id), a, json!({})).await,
+    );
+    check(
+        "DELETE",
+        "/relations/{relationId}/block",
+        &app.delete(&format!("/relations/{}/block", cat.id), a).await,
+    );
+    check(
+        "DELETE",
+        "/relations/{relationId}",
+        &app.delete(&format!("/relations/{}", ben.id), a).await,
+    );
+
+    let space = app.post("/spaces/", a, json!({"name": "Chat"})).await;
+    let sid = space.body["id"].as_str().unwrap().to_string();
+    let cid = space.body["channels"][0]["id"].as_str().unwrap().to_string();
+    let base = format!("/spaces/{sid}/channels/{cid}/messages/");
+    let msg = app
+        .post(&base, a, json!({"content": "first post", "attachments": []}))
+        .await;
+    check("POST", "/spaces/{spaceId}/channels/{channelId}/messages/", &msg);
+    let mid = msg.body["id"].as_str().unwrap().to_string();
+    check(
+        "GET",
+        "/spaces/{spaceId}/channels/{channelId}/messages/",
+        &app.get(&base, a).await,
+    );
+    check(
+        "GET",
+        "/spaces/{spaceId}/channels/{channelId}/messages/{messageId}",
+        &app.get(&format!("{base}{mid}"), a).await,
+    );
+    let edited = app
+        .patch(&format!("{base}{mid}"), a, json!({"content": "first post, edited"}))
+        .await;
+    check(
+        "PATCH",
+        "/spaces/{spaceId}/channels/{channelId}/messages/{messageId}",
+        &edited,
+    );
+    check(
+        "DELETE",
+        "/spaces/{spaceId}/channels/{channelId}/messages/{messageId}",
+        &app.delete(&format!("{base}{mid}"), a).await,
     );
 }

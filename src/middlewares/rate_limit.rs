@@ -22,6 +22,8 @@ enum KeyBy {
     Ip,
     /// The token's user; an unauthenticated request falls back to `anonymous` by IP.
     User,
+    /// The token's user and the path segment at this index (a channel id).
+    UserAnd(usize),
 }
 
 /// The buckets of routes with their own limits. Routes not listed fall under `general` (keyed by
@@ -39,6 +41,9 @@ fn route_buckets(method: &Method, path: &str) -> Option<&'static [(Bucket, KeyBy
         }
         "/account/refresh" | "/account/logout" => &[(Refresh, Ip)],
         "/spaces" => &[(SpaceCreate, User)],
+        "/spaces/{spaceId}/channels/{channelId}/messages" => &[(Messages, UserAnd(3))],
+        "/dm/{channelId}/messages" => &[(Messages, UserAnd(1))],
+        "/relations/{relationId}/request" => &[(Relations, User)],
         _ => return None,
     })
 }
@@ -71,7 +76,17 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
             .map(|(b, by)| match (by, &sub) {
                 (KeyBy::Ip, _) => (*b, ip.clone()),
                 (KeyBy::User, Some(sub)) => (*b, sub.clone()),
-                (KeyBy::User, None) => (Bucket::Anonymous, ip.clone()),
+                (KeyBy::UserAnd(i), Some(sub)) => {
+                    let segment = parts
+                        .uri
+                        .path()
+                        .trim_matches('/')
+                        .split('/')
+                        .nth(*i)
+                        .unwrap_or_default();
+                    (*b, format!("{sub}:{segment}"))
+                }
+                (KeyBy::User | KeyBy::UserAnd(_), None) => (Bucket::Anonymous, ip.clone()),
             })
             .collect(),
         (None, Some(sub)) => vec![(Bucket::General, sub)],

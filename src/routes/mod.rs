@@ -4,10 +4,13 @@
 pub mod account;
 pub mod bans;
 pub mod channels;
+pub mod dm;
 pub mod invites;
 pub mod members;
+pub mod messages;
 pub mod meta;
 pub mod params;
+pub mod relations;
 pub mod roles;
 pub mod spaces;
 pub mod users;
@@ -60,6 +63,9 @@ pub fn api_router() -> ApiRouter<AppState> {
         .merge(roles::router())
         .merge(bans::router())
         .merge(invites::router())
+        .merge(messages::router())
+        .merge(relations::router())
+        .merge(dm::router())
 }
 
 /// Document-level facts: title, version, the bearer scheme, the default error response.

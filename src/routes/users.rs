@@ -6,8 +6,8 @@ use axum::extract::State;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::entities::members;
 use crate::entities::users::{self, ProfileChange, UserExt};
+use crate::entities::{members, relations};
 use crate::error::{Error, Result};
 use crate::functions::bus::Topic;
 use crate::functions::ids::UserId;
@@ -15,15 +15,21 @@ use crate::functions::patch::nullable;
 use crate::functions::{media_ref, validation};
 use crate::middlewares::auth::Auth;
 use crate::middlewares::json::Json;
+use crate::middlewares::path::Path;
 use crate::routes::RouterExt;
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
-    ApiRouter::new().mikoto_route(
-        "/users/me",
-        get_with(get_me, |o| o.id("user.get").summary("Get Current User").tag("Users"))
-            .patch_with(update_me, |o| o.id("user.update").summary("Update User").tag("Users")),
-    )
+    ApiRouter::new()
+        .mikoto_route(
+            "/users/{userId}",
+            get_with(get_user, |o| o.id("users.get").summary("Get User").tag("Users")),
+        )
+        .mikoto_route(
+            "/users/me",
+            get_with(get_me, |o| o.id("user.get").summary("Get Current User").tag("Users"))
+                .patch_with(update_me, |o| o.id("user.update").summary("Update User").tag("Users")),
+        )
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -59,6 +65,24 @@ impl UserPatch {
             description,
         })
     }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserPath {
+    pub user_id: UserId,
+}
+
+/// A public profile (spec §4.17): visible to the user, co-members and relations; 404 otherwise.
+async fn get_user(State(state): State<AppState>, auth: Auth, Path(p): Path<UserPath>) -> Result<axum::Json<UserExt>> {
+    if !relations::can_see_profile(&state.db, auth.user_id, p.user_id).await? {
+        return Err(Error::not_found());
+    }
+    Ok(axum::Json(
+        users::get_ext(&state.db, p.user_id)
+            .await?
+            .ok_or_else(Error::not_found)?,
+    ))
 }
 
 async fn get_me(State(state): State<AppState>, auth: Auth) -> Result<axum::Json<UserExt>> {

@@ -1,0 +1,302 @@
+//! Messages and their attachments (spec §3.2 MessageExt, §4.10), keyset-paged by UUIDv7 id.
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use sqlx::{FromRow, PgExecutor};
+use uuid::Uuid;
+
+use crate::entities::users::{User, UserCategory};
+use crate::error::Error;
+use crate::functions::ids::{ChannelId, UserId};
+use crate::functions::time::Timestamp;
+
+pub const CONTENT_MAX: usize = 4000;
+pub const ATTACHMENTS_MAX: usize = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema, FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageAttachment {
+    pub id: Uuid,
+    pub message_id: Uuid,
+    /// Relative media reference `attachment/<name>`.
+    pub url: String,
+    pub filename: String,
+    /// From the stored object.
+    pub content_type: String,
+    /// From the stored object, in bytes.
+    pub size: i32,
+    pub order: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageExt {
+    pub id: Uuid,
+    pub channel_id: ChannelId,
+    pub author_id: Option<UserId>,
+    /// Equals the id's embedded millisecond.
+    pub timestamp: Timestamp,
+    pub edited_timestamp: Option<Timestamp>,
+    pub content: String,
+    pub author: Option<User>,
+    pub attachments: Vec<MessageAttachment>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageKey {
+    pub channel_id: ChannelId,
+    pub message_id: Uuid,
+}
+
+#[derive(FromRow)]
+struct MessageRow {
+    id: Uuid,
+    channel_id: ChannelId,
+    author_id: Option<UserId>,
+    timestamp: Timestamp,
+    edited_timestamp: Option<Timestamp>,
+    content: String,
+    name: Option<String>,
+    avatar: Option<String>,
+    description: Option<String>,
+    category: Option<UserCategory>,
+}
+
+impl MessageRow {
+    fn into_ext(self, attachments: Vec<MessageAttachment>) -> MessageExt {
+        let author = match (self.author_id, self.name) {
+            (Some(id), Some(name)) => Some(User {
+                id,
+                name,
+                avatar: self.avatar,
+                description: self.description,
+                category: self.category,
+            }),
+            _ => None,
+        };
+        MessageExt {
+            id: self.id,
+            channel_id: self.channel_id,
+            author_id: self.author_id,
+            timestamp: self.timestamp,
+            edited_timestamp: self.edited_timestamp,
+            content: self.content,
+            author,
+            attachments,
+        }
+    }
+}
+
+/// A message id's time: the millisecond embedded in a UUIDv7 (spec §2.2), `None` for other ids.
+pub fn id_timestamp(id: Uuid) -> Option<Timestamp> {
+    if id.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    chrono::DateTime::from_timestamp(secs as i64, nanos).map(Timestamp::from)
+}
+
+const SELECT: &str = "SELECT m.id, m.channel_id, m.author_id, m.timestamp, m.edited_timestamp, m.content, \
+     u.name, u.avatar, u.description, u.category FROM messages m LEFT JOIN users u ON u.id = m.author_id";
+
+/// Which slice of a channel's history to read (spec §4.10 cursor semantics). Positions are
+/// UUIDv7 ids, whose order is (timestamp, id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    Newest,
+    Before(Uuid),
+    After(Uuid),
+    Around(Uuid),
+}
+
+/// A page of a channel's history, oldest first.
+pub async fn list(
+    conn: &mut sqlx::PgConnection,
+    channel: ChannelId,
+    page: Page,
+    limit: i64,
+) -> Result<Vec<MessageExt>, Error> {
+    let rows: Vec<MessageRow> = match page {
+        Page::Newest => newest_before(&mut *conn, channel, None, limit).await?,
+        Page::Before(x) => newest_before(&mut *conn, channel, Some(x), limit).await?,
+        Page::After(x) => oldest_after(&mut *conn, channel, x, false, limit).await?,
+        Page::Around(x) => {
+            let mut rows = newest_before(&mut *conn, channel, Some(x), limit / 2).await?;
+            let rest = limit - rows.len() as i64;
+            rows.extend(oldest_after(&mut *conn, channel, x, true, rest).await?);
+            rows
+        }
+    };
+    with_attachments(conn, rows).await
+}
+
+async fn newest_before(
+    db: impl PgExecutor<'_>,
+    channel: ChannelId,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<MessageRow>, Error> {
+    let mut rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE m.channel_id = $1 AND ($2::uuid IS NULL OR m.id < $2) ORDER BY m.id DESC LIMIT $3"
+    )))
+    .bind(channel)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.reverse();
+    Ok(rows)
+}
+
+async fn oldest_after(
+    db: impl PgExecutor<'_>,
+    channel: ChannelId,
+    after: Uuid,
+    inclusive: bool,
+    limit: i64,
+) -> Result<Vec<MessageRow>, Error> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE m.channel_id = $1 AND (m.id > $2 OR ($3 AND m.id = $2)) ORDER BY m.id LIMIT $4"
+    )))
+    .bind(channel)
+    .bind(after)
+    .bind(inclusive)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+async fn with_attachments(db: impl PgExecutor<'_>, rows: Vec<MessageRow>) -> Result<Vec<MessageExt>, Error> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let attachments: Vec<MessageAttachment> = sqlx::query_as(
+        "SELECT id, message_id, url, filename, content_type, size, \"order\" FROM message_attachments \
+         WHERE message_id = ANY($1) ORDER BY message_id, \"order\"",
+    )
+    .bind(&ids)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let mine = attachments.iter().filter(|a| a.message_id == r.id).cloned().collect();
+            r.into_ext(mine)
+        })
+        .collect())
+}
+
+/// One message of a channel.
+pub async fn get(conn: &mut sqlx::PgConnection, channel: ChannelId, id: Uuid) -> Result<Option<MessageExt>, Error> {
+    let row: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE m.channel_id = $1 AND m.id = $2"
+    )))
+    .bind(channel)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(with_attachments(conn, row.into_iter().collect()).await?.pop())
+}
+
+/// Messages of a channel whose content matches a web-search query, newest first (spec §12.7).
+pub async fn search(
+    conn: &mut sqlx::PgConnection,
+    channel: ChannelId,
+    query: &str,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<MessageExt>, Error> {
+    let rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE m.channel_id = $1 AND m.search @@ websearch_to_tsquery('simple', $2) \
+         AND ($3::uuid IS NULL OR m.id < $3) ORDER BY m.id DESC LIMIT $4"
+    )))
+    .bind(channel)
+    .bind(query)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    with_attachments(conn, rows).await
+}
+
+/// A new message row (its attachments are inserted with [`insert_attachment`]).
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    channel: ChannelId,
+    author: UserId,
+    at: Timestamp,
+    content: &str,
+) -> Result<(), Error> {
+    sqlx::query("INSERT INTO messages (id, channel_id, author_id, timestamp, content) VALUES ($1, $2, $3, $4, $5)")
+        .bind(id)
+        .bind(channel)
+        .bind(author)
+        .bind(at)
+        .bind(content)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn insert_attachment(db: impl PgExecutor<'_>, a: &MessageAttachment) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO message_attachments (id, message_id, url, filename, content_type, size, \"order\") \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(a.id)
+    .bind(a.message_id)
+    .bind(&a.url)
+    .bind(&a.filename)
+    .bind(&a.content_type)
+    .bind(a.size)
+    .bind(a.order)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Sets a channel's `lastUpdated` to a message's timestamp.
+pub async fn touch_channel(db: impl PgExecutor<'_>, channel: ChannelId, at: Timestamp) -> Result<(), Error> {
+    sqlx::query("UPDATE channels SET last_updated = $2 WHERE id = $1")
+        .bind(channel)
+        .bind(at)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn edit(db: impl PgExecutor<'_>, id: Uuid, content: &str, at: Timestamp) -> Result<(), Error> {
+    sqlx::query("UPDATE messages SET content = $2, edited_timestamp = $3 WHERE id = $1")
+        .bind(id)
+        .bind(content)
+        .bind(at)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), Error> {
+    sqlx::query("DELETE FROM messages WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v7_ids_carry_their_millisecond() {
+        let id = Uuid::now_v7();
+        let ts = id_timestamp(id).unwrap();
+        let now = Timestamp::now();
+        assert!((now.0 - ts.0).num_milliseconds().abs() < 1000);
+        assert_eq!(ts, Timestamp::from(ts.0), "already at millisecond precision");
+        assert_eq!(id_timestamp(Uuid::new_v4()), None);
+    }
+}
