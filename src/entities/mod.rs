@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod handles;
+pub mod media;
 pub mod password_resets;
 pub mod sessions;
 pub mod users;

@@ -2,6 +2,7 @@
 //! API and documents it (the OpenAPI document is generated from these definitions).
 
 pub mod account;
+pub mod media;
 pub mod meta;
 pub mod users;
 
