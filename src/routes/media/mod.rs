@@ -30,7 +30,10 @@ pub fn router(config: &Config) -> Router<AppState> {
             &format!("{prefix}/default-avatar/{{id}}"),
             get(serve::default_avatar),
         )
-        .route(&format!("{prefix}/{{store}}"), post(upload::upload))
+        .route(
+            &format!("{prefix}/{{store}}"),
+            post(upload::upload).get(upload::not_served),
+        )
         .route(&format!("{prefix}/{{store}}/{{name}}"), get(serve::object))
         // The JSON limit of the rest of the API does not apply; the upload handler enforces
         // each store's own limit while it streams.

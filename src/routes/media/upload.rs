@@ -66,6 +66,17 @@ pub async fn upload(
     res
 }
 
+/// `GET {prefix}/{store}`: 405 on a store (it takes uploads only), 404 on anything else.
+pub async fn not_served(store: Result<Path<String>, PathRejection>) -> Error {
+    match store.ok().and_then(|Path(s)| Store::parse(&s)) {
+        Some(_) => Error::new(
+            ErrorCode::MethodNotAllowed,
+            "This method is not allowed on this route",
+        ),
+        None => Error::not_found(),
+    }
+}
+
 struct Uploader {
     user: Option<crate::functions::ids::UserId>,
     ip: String,
@@ -145,11 +156,11 @@ async fn accept(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
 
-    // The byte quota is charged with the declared length up front (at most the request limit,
-    // so an oversized request is a 413 rather than a 429); a body without a length is charged
-    // once its size is known.
+    // The byte quota is charged with the declared length up front; a body without a length is
+    // charged once its size is known, and a declared length past the limit (a 413 below) is not
+    // charged at all.
     let (requests, bytes, key) = uploader.buckets();
-    let upfront = declared_length.map(|l| l.min(request_limit)).unwrap_or(0);
+    let upfront = declared_length.filter(|l| *l <= request_limit).unwrap_or(0);
     let upfront = u32::try_from(upfront).unwrap_or(u32::MAX);
     let mut checks = vec![(requests, key.as_str(), 1)];
     if upfront > 0 {
