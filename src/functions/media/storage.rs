@@ -450,6 +450,27 @@ impl std::fmt::Debug for MediaStore {
     }
 }
 
+/// Removes staging files older than a day, left behind by a crash: no live upload or write is
+/// that old, even when several instances share the directory.
+async fn sweep_stale(dir: &Path) {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let stale = entry
+            .metadata()
+            .await
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(86_400));
+        if stale {
+            let _ = tokio::fs::remove_file(entry.path()).await;
+        }
+    }
+}
+
 macro_rules! dispatch {
     ($self:ident, $b:ident => $call:expr) => {
         match &*$self.backend {
@@ -475,6 +496,7 @@ impl MediaStore {
                 (Backends::S3(S3Backend::new(&config.s3)?), tmp)
             }
         };
+        sweep_stale(&temp_dir).await;
         Ok(MediaStore {
             backend: Arc::new(backend),
             temp_dir,
