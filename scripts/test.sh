@@ -96,7 +96,8 @@ if [[ "${TEST_SKIP_SERVICES:-0}" == 1 ]]; then
 else
     ensure_postgres
     ensure_redis
-    # ensure_s3 goes here: the media issue will start s3s-fs (a local S3-protocol server for the tests).
+    # No S3 server to start: the test harness (tests/common) runs s3s-fs, a real S3-protocol
+    # server that verifies SigV4, in process on an ephemeral port for every test server.
 fi
 
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"

@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(routes::meta::ops_router())
+        .merge(routes::media::router(&state.config))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(
@@ -94,6 +95,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     spawn_janitor(state.clone());
+    spawn_media_gc(state.clone());
     let service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app(state));
     axum::serve(listener, service).with_graceful_shutdown(shutdown).await
 }
@@ -112,6 +114,23 @@ fn spawn_janitor(state: AppState) {
             }
             if let Err(e) = entities::password_resets::purge_expired(&state.db).await {
                 tracing::warn!(error = %e, "reset-token purge failed");
+            }
+        }
+    });
+}
+
+/// Hourly garbage collection of uploads still unclaimed `MEDIA_GC_GRACE` after upload (spec §10.8).
+fn spawn_media_gc(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            match entities::media::collect_garbage(&state.db, &state.media, state.config.media_gc_grace).await {
+                Ok(r) if r.deleted > 0 || r.failed > 0 => {
+                    tracing::info!(deleted = r.deleted, failed = r.failed, "media garbage collected")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "media garbage collection failed"),
             }
         }
     });

@@ -8,8 +8,10 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::functions::bus::Bus;
+use crate::functions::images::ImageWorkers;
 use crate::functions::jwt::JwtKeys;
 use crate::functions::mail::Mailer;
+use crate::functions::media::{MediaStore, StoreError};
 use crate::functions::passwords::Hasher;
 use crate::functions::rate_limit::RateLimiter;
 
@@ -23,6 +25,10 @@ pub struct AppState {
     pub jwt: JwtKeys,
     pub hasher: Hasher,
     pub mailer: Mailer,
+    /// Media objects: the configured backend (local disk or S3).
+    pub media: MediaStore,
+    /// The blocking-pool slots for image decoding and encoding.
+    pub images: ImageWorkers,
     pub metrics: PrometheusHandle,
     draining: Arc<AtomicBool>,
 }
@@ -33,6 +39,8 @@ pub enum StateError {
     Redis(#[from] redis::RedisError),
     #[error("bcrypt: {0}")]
     Bcrypt(#[from] bcrypt::BcryptError),
+    #[error("media storage: {0}")]
+    Media(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 }
@@ -55,6 +63,7 @@ impl AppState {
             Some(m) => m,
             None => Mailer::from_config(&config)?,
         };
+        let media = MediaStore::from_config(&config).await?;
         Ok(AppState {
             jwt: JwtKeys::new(&config.jwt_secret, &config.jwt_issuer),
             hasher: Hasher::new(config.bcrypt_cost)?,
@@ -65,6 +74,8 @@ impl AppState {
             bus,
             limiter,
             mailer,
+            media,
+            images: ImageWorkers::default(),
             draining: Arc::new(AtomicBool::new(false)),
         })
     }

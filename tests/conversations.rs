@@ -890,3 +890,119 @@ async fn message_rate_limit_is_per_user_and_channel() {
     .await
     .expect(200, None);
 }
+
+#[tokio::test]
+async fn attachments_come_from_the_stored_object() {
+    let app = TestApp::spawn().await;
+    let (ann, ben) = (app.register("Ann").await, app.register("Ben").await);
+    let (sid, cid) = space(&app, &ann, &[&ben]).await;
+    let base = format!("/spaces/{sid}/channels/{cid}/messages/");
+    let a = Some(ann.access.as_str());
+    let up = app
+        .upload("attachment", a, "notes.txt", "text/plain", b"hello world".to_vec())
+        .await;
+    up.expect(200, None);
+    let url = up.body["url"].as_str().unwrap().to_string();
+    // The client lies about type and size, and sends a hostile filename.
+    let lie = json!({"url": url, "filename": "../../etc/pass\u{7}wd", "contentType": "image/png", "size": 99999});
+    let absolute = json!({"url": format!("http://alterego.test/media/{url}")});
+    let r = app
+        .post(&base, a, json!({"content": "", "attachments": [lie, absolute]}))
+        .await;
+    r.expect(200, None);
+    let atts = r.body["attachments"].as_array().unwrap();
+    assert_eq!(atts.len(), 2);
+    assert_eq!(atts[0]["contentType"], "text/plain");
+    assert_eq!(atts[0]["size"], 11);
+    assert_eq!(atts[0]["filename"], "....etcpasswd");
+    assert_eq!(atts[0]["order"], 0);
+    assert_eq!(atts[1]["url"], url, "absolute references are stored relative");
+    assert_eq!(
+        atts[1]["filename"], "notes.txt",
+        "the upload's own filename fills a missing one"
+    );
+    assert_eq!(atts[1]["order"], 1);
+    let claimed: bool = sqlx::query_scalar("SELECT claimed_at IS NOT NULL FROM media_objects WHERE key = $1")
+        .bind(&url)
+        .fetch_one(app.db())
+        .await
+        .unwrap();
+    assert!(claimed, "attaching claims the upload");
+    // A listed page carries the attachments too.
+    let listed = app.get(&base, a).await;
+    assert_eq!(listed.body[0]["attachments"], r.body["attachments"]);
+    // Other stores, unknown keys and foreign URLs are refused.
+    let avatar = app.upload("avatar", a, "me.png", "image/png", tiny_png()).await.body["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for bad in [
+        avatar.as_str(),
+        "attachment/doesnotexist.txt",
+        "https://elsewhere.example/media/attachment/x.txt",
+    ] {
+        let r = app
+            .post(&base, a, json!({"content": "x", "attachments": [{"url": bad}]}))
+            .await;
+        r.expect(400, Some("InvalidMediaReference"));
+        assert_eq!(r.body["field"], "attachments[0].url");
+    }
+    // ATTACH_FILES is checked per channel.
+    app.put(
+        &format!("/spaces/{sid}/channels/{cid}/overrides/{}", ben.id),
+        a,
+        json!({"targetType": "MEMBER", "allow": "0", "deny": "16384"}),
+    )
+    .await
+    .expect(200, None);
+    let b = Some(ben.access.as_str());
+    let r = app
+        .post(&base, b, json!({"content": "x", "attachments": [{"url": url}]}))
+        .await;
+    r.expect(403, Some("InsufficientPermissions"));
+    app.post(&base, b, json!({"content": "text is fine"}))
+        .await
+        .expect(200, None);
+    // A message with attachments may be edited to empty content.
+    let with = app
+        .post(&base, a, json!({"content": "caption", "attachments": [{"url": url}]}))
+        .await;
+    let mid = with.body["id"].as_str().unwrap();
+    app.patch(&format!("{base}{mid}"), a, json!({"content": ""}))
+        .await
+        .expect(200, None);
+}
+
+#[tokio::test]
+async fn space_icons_must_be_uploads() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("Ann").await;
+    let (sid, _) = space(&app, &ann, &[]).await;
+    let a = Some(ann.access.as_str());
+    let icon = app.upload("spaceicon", a, "icon.png", "image/png", tiny_png()).await;
+    icon.expect(200, None);
+    let url = icon.body["url"].as_str().unwrap();
+    let r = app.patch(&format!("/spaces/{sid}"), a, json!({"icon": url})).await;
+    r.expect(200, None);
+    assert_eq!(r.body["icon"], url);
+    let avatar = app.upload("avatar", a, "a.png", "image/png", tiny_png()).await.body["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.patch(&format!("/spaces/{sid}"), a, json!({"icon": avatar}))
+        .await
+        .expect(400, Some("InvalidMediaReference"));
+    app.patch(&format!("/spaces/{sid}"), a, json!({"icon": "spaceicon/unknown.png"}))
+        .await
+        .expect(400, Some("InvalidMediaReference"));
+    let cleared = app.patch(&format!("/spaces/{sid}"), a, json!({"icon": null})).await;
+    assert!(cleared.body["icon"].is_null());
+}
+
+/// A valid 2×2 PNG.
+fn tiny_png() -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(2, 2, image::Rgb([200, 10, 10]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}

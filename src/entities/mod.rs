@@ -7,6 +7,7 @@ pub mod bans;
 pub mod channels;
 pub mod handles;
 pub mod invites;
+pub mod media;
 pub mod members;
 pub mod messages;
 pub mod overrides;

@@ -1,6 +1,7 @@
 //! References from entities to stored media (spec §10.7): relative `store/name.ext`, or absolute
-//! under `MEDIA_PUBLIC_URL`; always stored relative. This checks the form and the store; that the
-//! object exists is checked against the media index by the caller.
+//! under `MEDIA_PUBLIC_URL`; always stored relative. This checks the form and the store only;
+//! entities store references through `entities::media::claim_reference`, which also requires the
+//! object to exist and claims it.
 
 use crate::error::{Error, ErrorCode};
 
@@ -8,13 +9,7 @@ use crate::error::{Error, ErrorCode};
 pub fn normalize(store: &str, value: &str, media_public_url: &str, field: &str) -> Result<String, Error> {
     let base = format!("{}/", media_public_url.trim_end_matches('/'));
     let relative = value.strip_prefix(&base).unwrap_or(value);
-    let refuse = || {
-        Error::new(
-            ErrorCode::InvalidMediaReference,
-            format!("`{field}` must reference an upload in the `{store}` store"),
-        )
-        .with_field(field)
-    };
+    let refuse = || refusal(store, field);
     let (s, file) = relative.split_once('/').ok_or_else(refuse)?;
     let (name, ext) = file.rsplit_once('.').ok_or_else(refuse)?;
     let name_ok = (1..=64).contains(&name.len())
@@ -26,6 +21,15 @@ pub fn normalize(store: &str, value: &str, media_public_url: &str, field: &str) 
         return Err(refuse());
     }
     Ok(relative.to_string())
+}
+
+/// 400 `InvalidMediaReference` for `field`, which must name an upload in `store`.
+pub fn refusal(store: &str, field: &str) -> Error {
+    Error::new(
+        ErrorCode::InvalidMediaReference,
+        format!("`{field}` must reference an upload in the `{store}` store"),
+    )
+    .with_field(field)
 }
 
 #[cfg(test)]

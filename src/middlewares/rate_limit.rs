@@ -120,7 +120,8 @@ fn refusal(taken: &Taken) -> Option<Response> {
     Some(res)
 }
 
-fn set_headers(headers: &mut HeaderMap, d: &Decision) {
+/// The `X-RateLimit-*` headers of one decision (spec §11.3); media routes use it too.
+pub(crate) fn set_headers(headers: &mut HeaderMap, d: &Decision) {
     let mut put = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);

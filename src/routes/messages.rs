@@ -530,9 +530,11 @@ mod idempotency {
 }
 
 /// Attachment references (spec §4.10, §10.7): the upload must exist in the `attachment` store;
-/// type and size come from the stored object.
+/// type and size come from the stored object, never from the client.
 mod attachment {
     use super::*;
+    use crate::entities::media;
+    use crate::functions::media::{Store, content_type_for_extension};
 
     pub async fn resolve(
         state: &AppState,
@@ -541,10 +543,33 @@ mod attachment {
         index: usize,
         input: &MessageAttachmentInput,
     ) -> Result<MessageAttachment> {
-        let _ = (state, conn, message, index, input);
-        Err(Error::new(
-            ErrorCode::InvalidMediaReference,
-            "Attachments need the media store",
-        ))
+        let field = format!("attachments[{index}].url");
+        let url = media::claim_reference(conn, &state.media, Store::Attachment, &input.url, &field).await?;
+        let (content_type, size, original) = match media::find(&mut *conn, &url).await? {
+            Some(object) => (object.content_type, object.size, object.filename),
+            // An object that predates alterego: its size from the backend, its type from its name.
+            None => {
+                let size = state.media.size(&url).await.map_err(Error::internal)?.unwrap_or(0);
+                (
+                    content_type_for_extension(&url).to_string(),
+                    i64::try_from(size).unwrap_or(i64::MAX),
+                    String::new(),
+                )
+            }
+        };
+        let filename = [input.filename.as_deref().unwrap_or(""), original.as_str()]
+            .into_iter()
+            .map(sanitize_filename)
+            .find(|f| !f.is_empty())
+            .unwrap_or_else(|| url.rsplit('/').next().unwrap_or(&url).to_string());
+        Ok(MessageAttachment {
+            id: Uuid::now_v7(),
+            message_id: message,
+            url,
+            filename,
+            content_type,
+            size: i32::try_from(size).unwrap_or(i32::MAX),
+            order: i32::try_from(index).unwrap_or(i32::MAX),
+        })
     }
 }

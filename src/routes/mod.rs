@@ -6,6 +6,7 @@ pub mod bans;
 pub mod channels;
 pub mod dm;
 pub mod invites;
+pub mod media;
 pub mod members;
 pub mod messages;
 pub mod meta;

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::entities::access::{self, SpaceMember, visibility_events};
 use crate::entities::channels::{self, Channel, ChannelType};
+use crate::entities::media;
 use crate::entities::members;
 use crate::entities::preferences::{self, NotificationLevel, NotificationPreference};
 use crate::entities::roles::{self, RoleRow};
@@ -17,9 +18,10 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::functions::bus::{Outbox, Topic};
 use crate::functions::handles::{SettableHandle, classify};
 use crate::functions::ids::{ChannelId, RoleId, SpaceId, UserId};
+use crate::functions::media::Store;
 use crate::functions::patch::nullable;
 use crate::functions::permissions::Permissions;
-use crate::functions::{media_ref, validation};
+use crate::functions::validation;
 use crate::middlewares::auth::{Auth, OptionalAuth, UserAuth};
 use crate::middlewares::json::Json;
 use crate::middlewares::path::Path;
@@ -208,12 +210,8 @@ async fn update(
     }
     if let Some(icon) = &patch.icon {
         row.icon = match icon {
-            Some(v) => Some(media_ref::normalize(
-                "spaceicon",
-                v,
-                &state.config.media_public_url,
-                "icon",
-            )?),
+            // The object must exist in the spaceicon store; it is claimed in this transaction.
+            Some(v) => Some(media::claim_reference(&mut tx, &state.media, Store::SpaceIcon, v, "icon").await?),
             None => None,
         };
     }

@@ -6,11 +6,13 @@ use axum::extract::State;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::entities::media;
 use crate::entities::users::{self, ProfileChange, UserExt};
 use crate::entities::{members, relations};
 use crate::error::{Error, Result};
 use crate::functions::bus::Topic;
 use crate::functions::ids::UserId;
+use crate::functions::media::Store;
 use crate::functions::patch::nullable;
 use crate::functions::{media_ref, validation};
 use crate::middlewares::auth::Auth;
@@ -97,10 +99,17 @@ async fn update_me(
     auth: Auth,
     Json(patch): Json<UserPatch>,
 ) -> Result<axum::Json<UserExt>> {
-    let change = patch.validate(&state.config.media_public_url)?;
-    if !change.is_empty() && !users::update_profile(&state.db, auth.user_id, &change).await? {
+    let mut change = patch.validate(&state.config.media_public_url)?;
+    let mut tx = state.db.begin().await?;
+    if let Some(Some(avatar)) = &change.avatar {
+        // The object must exist in the avatar store; it is claimed with the profile change.
+        let key = media::claim_reference(&mut tx, &state.media, Store::Avatar, avatar, "avatar").await?;
+        change.avatar = Some(Some(key));
+    }
+    if !change.is_empty() && !users::update_profile(&mut *tx, auth.user_id, &change).await? {
         return Err(Error::not_found());
     }
+    tx.commit().await?;
     let user = users::get_ext(&state.db, auth.user_id)
         .await?
         .ok_or_else(Error::not_found)?;
