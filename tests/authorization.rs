@@ -7,10 +7,14 @@
 //! of §2.9: existence and visibility (404) before permissions and rank (403) before value
 //! validation (400) before state conflicts (409).
 //!
-//! Refusals (and reads) run against one shared world per test, and after each call the owner's
-//! view of that world (space, members, bans, invites, channel overrides) must be exactly what it
-//! was: nothing changes on refusal. Each expected success of a write runs in a fresh world of
-//! its own so that successes do not interfere with each other.
+//! Refusals and reads run against one shared world per test. After each call that is not a GET,
+//! the owner's view of that world (space with roles, channels and member count; members with
+//! their roles; bans; invites; the overrides of `general` and `hidden`) must be exactly what it
+//! was: nothing changes on refusal. Each expected success of a write runs in a fresh world (a new
+//! space with a new owner, built the same way) so that successes do not interfere.
+//!
+//! Each matrix test spawns its own server; sections are separate tests so that they run in
+//! parallel and each owner stays well inside the `general` rate limit (1200 requests a minute).
 
 mod common;
 
@@ -987,6 +991,17 @@ fn override_set_rows() -> Vec<Row> {
         ),
         row(
             "channels.setOverride",
+            "MENTION_EVERYONE allowed and denied (grant rule before validation)",
+            |w| {
+                put(
+                    w.override_of(&w.general, &w.low_role),
+                    overwrite("ROLE", MENTION_EVERYONE, MENTION_EVERYONE),
+                )
+            },
+            [INVALID, INVALID, RANK, PERM, PERM, NF, NF],
+        ),
+        row(
+            "channels.setOverride",
             "a bit that is not override-capable",
             |w| put(w.override_of(&w.general, &w.low_role), overwrite("ROLE", ADMIN, 0)),
             [INVALID, INVALID, INVALID, PERM, PERM, NF, NF],
@@ -1453,6 +1468,24 @@ fn role_update_rows() -> Vec<Row> {
             "@everyone gains ADMIN",
             |w| patch(w.role(&w.everyone), json!({"permissions": "28673"})),
             [OK, OK, RANK, PERM, PERM, NF, NF],
+        ),
+        row(
+            "roles.update",
+            "blank name and position 5 (rank before validation)",
+            |w| patch(w.role(&w.helper_role), json!({"name": "", "position": 5})),
+            [INVALID, RANK, RANK, PERM, PERM, NF, NF],
+        ),
+        row(
+            "roles.update",
+            "blank name and ADMIN (grant rule before validation)",
+            |w| patch(w.role(&w.helper_role), json!({"name": "", "permissions": "1"})),
+            [INVALID, INVALID, RANK, PERM, PERM, NF, NF],
+        ),
+        row(
+            "roles.update",
+            "@everyone with a blank name and position 99 (both ignored)",
+            |w| patch(w.role(&w.everyone), json!({"name": "", "position": 99})),
+            [OK, OK, OK, PERM, PERM, NF, NF],
         ),
         row(
             "roles.update",

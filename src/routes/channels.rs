@@ -360,15 +360,16 @@ async fn set_override(
     }
     let allow = override_bits("allow", &body.allow)?;
     let deny = override_bits("deny", &body.deny)?;
-    if allow.intersects(deny) {
-        return Err(Error::validation("deny", "A bit cannot be both allowed and denied"));
-    }
     let old = overrides::get(&mut *tx, p.channel_id, p.target_id).await?;
     let (old_allow, old_deny) = old
         .as_ref()
         .map(|o| (Permissions::from_stored(o.allow), Permissions::from_stored(o.deny)))
         .unwrap_or_default();
+    // The grant rule (403) before the allow/deny overlap (400), spec §2.9.
     require_bits(held, (old_allow ^ allow) | (old_deny ^ deny)).map_err(|_| insufficient_rank())?;
+    if allow.intersects(deny) {
+        return Err(Error::validation("deny", "A bit cannot be both allowed and denied"));
+    }
     if old.is_none() && overrides::count(&mut *tx, p.channel_id).await? >= overrides::MAX_PER_CHANNEL {
         return Err(Error::new(
             ErrorCode::LimitExceeded,
