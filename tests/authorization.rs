@@ -1133,6 +1133,12 @@ fn member_rows() -> Vec<Row> {
             [FORBID, FORBID, PERM, PERM, PERM, NF, NF],
         ),
         row(
+            "members.create",
+            "unknown user",
+            |w| post(w.at("members/"), json!({"userId": nobody()})),
+            [NF; 7],
+        ),
+        row(
             "members.update",
             "victim gets Helper",
             |w| patch(w.member_path(&w.victim), json!({"roleIds": [w.helper_role]})),

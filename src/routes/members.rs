@@ -99,10 +99,10 @@ async fn create(
 ) -> Result<axum::Json<MemberExt>> {
     let mut tx = state.db.begin().await?;
     let me = SpaceMember::load(&mut *tx, p.space_id, auth.user_id).await?;
-    me.require(Permissions::MANAGE_BOTS)?;
     let target = users::get_ext(&mut *tx, body.user_id)
         .await?
         .ok_or_else(Error::not_found)?;
+    me.require(Permissions::MANAGE_BOTS)?;
     let installable: Option<bool> =
         sqlx::query_scalar("SELECT owner_id = $2 OR visibility = 'PUBLIC' FROM bots WHERE user_id = $1")
             .bind(body.user_id)

@@ -203,14 +203,14 @@ async fn delete(State(state): State<AppState>, auth: Auth, Path(p): Path<RolePat
         .await?
         .ok_or_else(Error::not_found)?;
     me.require(Permissions::MANAGE_ROLES)?;
+    if !me.standing.outranks_position(role.position) {
+        return Err(insufficient_rank());
+    }
     if role.is_default {
         return Err(Error::new(
             ErrorCode::DefaultRoleImmutable,
             "The @everyone role cannot be deleted",
         ));
-    }
-    if !me.standing.outranks_position(role.position) {
-        return Err(insufficient_rank());
     }
     let before = access::visibility(&mut tx, p.space_id, None).await?;
     roles::delete(&mut tx, p.role_id).await?;
