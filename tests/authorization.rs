@@ -1912,6 +1912,16 @@ async fn hidden_channels_never_appear_for_members_without_view_channel() {
         assert_eq!(status, if sees { 200 } else { 404 }, "{a:?}: channels.get of hidden");
     }
 
+    // The SpaceExt of other responses is filtered the same way.
+    let renamed = ok(app
+        .patch(&w.at(""), w.token(Moderator), json!({"name": "Renamed"}))
+        .await);
+    assert!(!ids(&renamed["channels"]).contains(&w.hidden));
+    let renamed = ok(app.patch(&w.at(""), w.token(Admin), json!({"name": "World"})).await);
+    assert!(ids(&renamed["channels"]).contains(&w.hidden));
+    let joined = ok(app.call(Method::POST, &w.join(), w.token(Outsider), None).await);
+    assert_eq!(ids(&joined["channels"]), vec![w.general.clone(), w.doomed.clone()]);
+
     // A member override allowing VIEW_CHANNEL shows the channel to that member and no one else.
     let member_override = w.override_of(&w.hidden, &w.member.id);
     ok(app.put(&member_override, t, overwrite("MEMBER", VIEW_CHANNEL, 0)).await);
