@@ -319,33 +319,28 @@ fn override_bits(field: &str, value: &str) -> Result<Permissions> {
     Ok(bits)
 }
 
-/// The rank rule for an override target (spec §5.6): `@everyone` or a role below the caller; a
-/// member below the caller. Unknown targets are 404.
-async fn check_target(
+/// Whether an override target is below the caller for the rank rule of spec §5.6: `@everyone`
+/// or a role below the caller; a member below the caller. Unknown targets are 404.
+async fn target_below(
     conn: &mut sqlx::PgConnection,
     me: &SpaceMember,
     kind: OverrideTargetType,
     target: uuid::Uuid,
-) -> Result<()> {
-    match kind {
+) -> Result<bool> {
+    Ok(match kind {
         OverrideTargetType::Role => {
             let role = roles::get(&mut *conn, me.space_id, RoleId(target))
                 .await?
                 .ok_or_else(Error::not_found)?;
-            if !role.is_default && !me.standing.outranks_position(role.position) {
-                return Err(insufficient_rank());
-            }
+            role.is_default || me.standing.outranks_position(role.position)
         }
         OverrideTargetType::Member => {
             let other = access::standing(&mut *conn, me.space_id, UserId(target))
                 .await?
                 .ok_or_else(Error::not_found)?;
-            if !me.standing.outranks(&other) {
-                return Err(insufficient_rank());
-            }
+            me.standing.outranks(&other)
         }
-    }
-    Ok(())
+    })
 }
 
 async fn set_override(
@@ -355,19 +350,26 @@ async fn set_override(
     Json(body): Json<OverridePayload>,
 ) -> Result<axum::Json<ChannelOverride>> {
     let mut tx = state.db.begin().await?;
-    let (me, held) = override_access(&mut tx, &p, auth.user_id).await?;
-    check_target(&mut tx, &me, body.target_type, p.target_id).await?;
+    let me = SpaceMember::load(&mut *tx, p.space_id, auth.user_id).await?;
+    let (_, held) = me.channel(&mut tx, p.channel_id).await?;
+    // The target's existence (404) comes before permissions and rank (403), spec §2.9.
+    let below = target_below(&mut tx, &me, body.target_type, p.target_id).await?;
+    me.require(Permissions::MANAGE_ROLES)?;
+    if !below {
+        return Err(insufficient_rank());
+    }
     let allow = override_bits("allow", &body.allow)?;
     let deny = override_bits("deny", &body.deny)?;
-    if allow.intersects(deny) {
-        return Err(Error::validation("deny", "A bit cannot be both allowed and denied"));
-    }
     let old = overrides::get(&mut *tx, p.channel_id, p.target_id).await?;
     let (old_allow, old_deny) = old
         .as_ref()
         .map(|o| (Permissions::from_stored(o.allow), Permissions::from_stored(o.deny)))
         .unwrap_or_default();
+    // The grant rule (403) before the allow/deny overlap (400), spec §2.9.
     require_bits(held, (old_allow ^ allow) | (old_deny ^ deny)).map_err(|_| insufficient_rank())?;
+    if allow.intersects(deny) {
+        return Err(Error::validation("deny", "A bit cannot be both allowed and denied"));
+    }
     if old.is_none() && overrides::count(&mut *tx, p.channel_id).await? >= overrides::MAX_PER_CHANNEL {
         return Err(Error::new(
             ErrorCode::LimitExceeded,
@@ -401,7 +403,9 @@ async fn delete_override(
     let Some(old) = overrides::get(&mut *tx, p.channel_id, p.target_id).await? else {
         return Ok(axum::Json(()));
     };
-    check_target(&mut tx, &me, old.target_type, p.target_id).await?;
+    if !target_below(&mut tx, &me, old.target_type, p.target_id).await? {
+        return Err(insufficient_rank());
+    }
     require_bits(
         held,
         Permissions::from_stored(old.allow) | Permissions::from_stored(old.deny),

@@ -99,10 +99,10 @@ async fn create(
 ) -> Result<axum::Json<MemberExt>> {
     let mut tx = state.db.begin().await?;
     let me = SpaceMember::load(&mut *tx, p.space_id, auth.user_id).await?;
-    me.require(Permissions::MANAGE_BOTS)?;
     let target = users::get_ext(&mut *tx, body.user_id)
         .await?
         .ok_or_else(Error::not_found)?;
+    me.require(Permissions::MANAGE_BOTS)?;
     let installable: Option<bool> =
         sqlx::query_scalar("SELECT owner_id = $2 OR visibility = 'PUBLIC' FROM bots WHERE user_id = $1")
             .bind(body.user_id)
@@ -207,10 +207,22 @@ async fn change_roles(
     Ok(member)
 }
 
-/// A role of this space that may be assigned explicitly (not `@everyone`).
-async fn assignable(state: &AppState, space: SpaceId, role: RoleId) -> Result<()> {
-    let row = roles::get(&state.db, space, role).await?.ok_or_else(Error::not_found)?;
-    if row.is_default {
+/// The checks of `members.addRole` / `members.removeRole` in the order of spec §2.9: the role and
+/// the target member exist (404); the caller holds ASSIGN_ROLES, and the role is below them
+/// (403) even when the call would change nothing; the role is not `@everyone` (400).
+async fn check_assignment(state: &AppState, auth: Auth, p: &MemberRolePath) -> Result<()> {
+    let me = SpaceMember::load(&state.db, p.space_id, auth.user_id).await?;
+    let role = roles::get(&state.db, p.space_id, p.role_id)
+        .await?
+        .ok_or_else(Error::not_found)?;
+    if !members::is_member(&state.db, p.space_id, p.user_id).await? {
+        return Err(Error::not_found());
+    }
+    me.require(Permissions::ASSIGN_ROLES)?;
+    if !me.standing.outranks_position(role.position) {
+        return Err(insufficient_rank());
+    }
+    if role.is_default {
         return Err(Error::new(
             ErrorCode::DefaultRoleImmutable,
             "The @everyone role applies to every member implicitly",
@@ -249,10 +261,7 @@ async fn add_role(
     auth: Auth,
     Path(p): Path<MemberRolePath>,
 ) -> Result<axum::Json<MemberExt>> {
-    SpaceMember::load(&state.db, p.space_id, auth.user_id)
-        .await?
-        .require(Permissions::ASSIGN_ROLES)?;
-    assignable(&state, p.space_id, p.role_id).await?;
+    check_assignment(&state, auth, &p).await?;
     let member = change_roles(&state, auth, p.space_id, p.user_id, |current| {
         let mut wanted = current.clone();
         wanted.insert(p.role_id);
@@ -267,10 +276,7 @@ async fn remove_role(
     auth: Auth,
     Path(p): Path<MemberRolePath>,
 ) -> Result<axum::Json<MemberExt>> {
-    SpaceMember::load(&state.db, p.space_id, auth.user_id)
-        .await?
-        .require(Permissions::ASSIGN_ROLES)?;
-    assignable(&state, p.space_id, p.role_id).await?;
+    check_assignment(&state, auth, &p).await?;
     let member = change_roles(&state, auth, p.space_id, p.user_id, |current| {
         let mut wanted = current.clone();
         wanted.remove(&p.role_id);

@@ -137,31 +137,42 @@ async fn update(
         return Err(insufficient_rank());
     }
     let old_perms = role.perms();
-    if !role.is_default {
-        // The role editor sends @everyone's name and position back unchanged; they are ignored.
-        if let Some(name) = &patch.name {
-            role.name = role_name(name)?;
-        }
-        if let Some(position) = patch.position {
-            let position = i32::try_from(position)
-                .ok()
-                .filter(|p| *p >= 0)
-                .ok_or_else(|| Error::validation("position", "`position` must be between 0 and 2147483647"))?;
-            if !me.standing.outranks_position(position) {
-                return Err(insufficient_rank());
-            }
-            role.position = position;
-        }
+    // The role editor sends @everyone's name and position back unchanged; they are ignored.
+    let (name, position) = match role.is_default {
+        true => (None, None),
+        false => (patch.name.as_deref(), patch.position),
+    };
+    let permissions = patch.permissions.as_deref().map(Permissions::parse_decimal);
+    // Rank and "cannot grant what you do not hold" (403) come before value validation (400),
+    // spec §2.9; a value that does not parse has nothing to check here.
+    if let Some(position) = position
+        && position >= 0
+        && !me
+            .standing
+            .outranks_position(i32::try_from(position).unwrap_or(i32::MAX))
+    {
+        return Err(insufficient_rank());
     }
-    if let Some(raw) = &patch.permissions {
-        let (bits, _undefined_dropped) = Permissions::parse_decimal(raw)
-            .ok_or_else(|| Error::validation("permissions", "`permissions` must be a decimal u64 string"))?;
-        if !me.permissions().contains(old_perms ^ bits) {
-            return Err(Error::new(
-                ErrorCode::InsufficientRank,
-                "You cannot grant or revoke permissions you do not hold",
-            ));
-        }
+    if let Some(Some((bits, _))) = permissions
+        && !me.permissions().contains(old_perms ^ bits)
+    {
+        return Err(Error::new(
+            ErrorCode::InsufficientRank,
+            "You cannot grant or revoke permissions you do not hold",
+        ));
+    }
+    if let Some(name) = name {
+        role.name = role_name(name)?;
+    }
+    if let Some(position) = position {
+        role.position = i32::try_from(position)
+            .ok()
+            .filter(|p| *p >= 0)
+            .ok_or_else(|| Error::validation("position", "`position` must be between 0 and 2147483647"))?;
+    }
+    if let Some(parsed) = permissions {
+        let (bits, _undefined_dropped) =
+            parsed.ok_or_else(|| Error::validation("permissions", "`permissions` must be a decimal u64 string"))?;
         role.permissions = bits.to_stored();
     }
     if let Some(c) = &patch.color {
@@ -192,14 +203,14 @@ async fn delete(State(state): State<AppState>, auth: Auth, Path(p): Path<RolePat
         .await?
         .ok_or_else(Error::not_found)?;
     me.require(Permissions::MANAGE_ROLES)?;
+    if !me.standing.outranks_position(role.position) {
+        return Err(insufficient_rank());
+    }
     if role.is_default {
         return Err(Error::new(
             ErrorCode::DefaultRoleImmutable,
             "The @everyone role cannot be deleted",
         ));
-    }
-    if !me.standing.outranks_position(role.position) {
-        return Err(insufficient_rank());
     }
     let before = access::visibility(&mut tx, p.space_id, None).await?;
     roles::delete(&mut tx, p.role_id).await?;

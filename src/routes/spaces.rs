@@ -436,10 +436,11 @@ async fn transfer_ownership(
 ) -> Result<axum::Json<SpaceExt>> {
     let mut tx = state.db.begin().await?;
     let me = SpaceMember::load(&mut *tx, p.space_id, auth.user_id).await?;
-    me.require_owner()?;
+    // Existence (404) before permission (403), spec §2.9.
     let target = members::get(&mut *tx, p.space_id, body.user_id)
         .await?
         .ok_or_else(Error::not_found)?;
+    me.require_owner()?;
     if target.user_id == auth.user_id {
         return Err(Error::validation("userId", "You already own this space"));
     }
