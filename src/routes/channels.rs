@@ -192,7 +192,15 @@ async fn update(
                     "`parentId` must be another channel of this space, not below this one",
                 )
             };
-            if !all.iter().any(|c| c.id == parent)
+            // The new parent must be visible to the caller, as in `channels.create`; a hidden
+            // channel's id must not be probeable.
+            let visible = match me.channel(&mut tx, parent).await {
+                Ok(_) => true,
+                Err(e) if e.code() == ErrorCode::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            if !visible
+                || !all.iter().any(|c| c.id == parent)
                 || channels::subtree_deepest_first(&all, channel.id).contains(&parent)
             {
                 return Err(invalid());
