@@ -97,6 +97,8 @@ pub struct Config {
     pub ws_resume_window: Duration,
     pub shutdown_drain: Duration,
     pub request_timeout: Duration,
+    /// `RATE_LIMITS=off` disables every REST bucket (benchmarks only; refused in production).
+    pub rate_limits: bool,
     pub log_format: LogFormat,
     pub rust_log: String,
 }
@@ -235,8 +237,15 @@ impl Config {
             }
         };
 
+        let rate_limits = match r.get("RATE_LIMITS").as_deref() {
+            None | Some("on") => true,
+            Some("off") if !prod => false,
+            Some("off") => return Err(ConfigError("RATE_LIMITS=off is not allowed in production".into())),
+            Some(o) => return Err(ConfigError(format!("RATE_LIMITS must be `on` or `off`, not `{o}`"))),
+        };
         Ok(Config {
             environment,
+            rate_limits,
             bind_addr,
             cors_origins,
             database_max_connections: r.num("DATABASE_MAX_CONNECTIONS", 20u32)?,
