@@ -352,7 +352,7 @@ async fn cursors_before_after_around() {
 }
 
 #[tokio::test]
-async fn equal_millisecond_messages_are_never_skipped() {
+async fn mikoto_defect_equal_timestamp_pagination_skipped_messages() {
     // Mikoto skipped messages that shared the cursor's millisecond. Insert many messages with
     // the same timestamp and page through them one at a time.
     let app = TestApp::spawn().await;
@@ -609,7 +609,7 @@ async fn friend_requests_and_events() {
 }
 
 #[tokio::test]
-async fn blocks_cannot_be_undone_by_the_blocked_user() {
+async fn mikoto_defect_block_bypass_by_deleting_the_other_users_block() {
     let app = TestApp::spawn().await;
     let (ann, ben) = (app.register("Ann").await, app.register("Ben").await);
     let dm = befriend(&app, &ann, &ben).await;
@@ -684,7 +684,7 @@ async fn blocks_cannot_be_undone_by_the_blocked_user() {
 }
 
 #[tokio::test]
-async fn direct_messages() {
+async fn direct_messages_and_mikoto_defect_dm_existence_revealed_by_403() {
     let app = TestApp::spawn().await;
     let (ann, ben, cat) = (
         app.register("Ann").await,
@@ -892,7 +892,7 @@ async fn message_rate_limit_is_per_user_and_channel() {
 }
 
 #[tokio::test]
-async fn attachments_come_from_the_stored_object() {
+async fn mikoto_defect_client_supplied_attachment_metadata() {
     let app = TestApp::spawn().await;
     let (ann, ben) = (app.register("Ann").await, app.register("Ben").await);
     let (sid, cid) = space(&app, &ann, &[&ben]).await;
