@@ -261,14 +261,7 @@ async fn add_role(
     auth: Auth,
     Path(p): Path<MemberRolePath>,
 ) -> Result<axum::Json<MemberExt>> {
-    check_assignment(&state, auth, &p).await?;
-    let member = change_roles(&state, auth, p.space_id, p.user_id, |current| {
-        let mut wanted = current.clone();
-        wanted.insert(p.role_id);
-        Ok(wanted)
-    })
-    .await?;
-    Ok(axum::Json(member))
+    Ok(axum::Json(set_role(&state, auth, &p, true).await?))
 }
 
 async fn remove_role(
@@ -276,12 +269,20 @@ async fn remove_role(
     auth: Auth,
     Path(p): Path<MemberRolePath>,
 ) -> Result<axum::Json<MemberExt>> {
-    check_assignment(&state, auth, &p).await?;
-    let member = change_roles(&state, auth, p.space_id, p.user_id, |current| {
+    Ok(axum::Json(set_role(&state, auth, &p, false).await?))
+}
+
+/// Assigns (`assigned`) or unassigns one role.
+async fn set_role(state: &AppState, auth: Auth, p: &MemberRolePath, assigned: bool) -> Result<MemberExt> {
+    check_assignment(state, auth, p).await?;
+    change_roles(state, auth, p.space_id, p.user_id, |current| {
         let mut wanted = current.clone();
-        wanted.remove(&p.role_id);
+        if assigned {
+            wanted.insert(p.role_id);
+        } else {
+            wanted.remove(&p.role_id);
+        }
         Ok(wanted)
     })
-    .await?;
-    Ok(axum::Json(member))
+    .await
 }
