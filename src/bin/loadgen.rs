@@ -6,6 +6,7 @@
 //! alterego-loadgen setup   --base-url URL                        # user + space + channel, as JSON
 //! alterego-loadgen history --base-url URL --token T --space S --channel C [--requests N] [--concurrency C] [--limit 50]
 //! alterego-loadgen search  --base-url URL --token T --space S --channel C --queries a,b,"c d" [--requests N] [--concurrency C]
+//! alterego-loadgen send    --base-url URL --token T --space S --channel C [--concurrency 64] [--seconds 10]
 //! ```
 //! Every loop is bounded in count and time. Results: one JSON line, then a readable table.
 
@@ -37,6 +38,7 @@ async fn main() -> ExitCode {
         "setup" => setup(&opts).await,
         "history" => history(&opts).await,
         "search" => search(&opts).await,
+        "send" => send(&opts).await,
         other => Err(format!("unknown scenario `{other}`").into()),
     };
     match result {
@@ -318,5 +320,56 @@ async fn search(opts: &Options) -> Result<(), Failure> {
     });
     let run = drive(http, token, requests, concurrency, next).await;
     run.report("search", json!({"queries": queries, "concurrency": concurrency}));
+    Ok(())
+}
+
+/// Message sends (persisted and fanned out) from `concurrency` workers for `seconds`.
+async fn send(opts: &Options) -> Result<(), Failure> {
+    let base = opts.base()?;
+    let url = format!(
+        "{base}/spaces/{}/channels/{}/messages/",
+        opts.get("space")?,
+        opts.get("channel")?
+    );
+    let token = opts.get("token")?.to_string();
+    let (concurrency, seconds) = (opts.num("concurrency", 64)?.max(1), opts.num("seconds", 10)?);
+    let http = client()?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let (http, token, url) = (http.clone(), token.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut errors, mut n) = (Vec::new(), 0u64, 0u64);
+            while Instant::now() < deadline {
+                n += 1;
+                let body = json!({"content": format!("loadgen {worker}/{n}")});
+                let t = Instant::now();
+                let ok = match http.post(&url).bearer_auth(&token).json(&body).send().await {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if ok {
+                    latencies.push(t.elapsed());
+                } else {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut run = Run {
+        latencies: Vec::new(),
+        errors: 0,
+        elapsed: Duration::ZERO,
+    };
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            run.latencies.extend(l);
+            run.errors += e;
+        }
+    }
+    run.elapsed = started.elapsed();
+    run.report("send", json!({"concurrency": concurrency, "seconds": seconds}));
     Ok(())
 }

@@ -45,12 +45,18 @@ pub struct ChannelUnread {
     pub timestamp: Timestamp,
 }
 
+/// `lastUpdated`: the stored time (channel creation, document saves) or the newest message's
+/// timestamp, whichever is later. Reading the newest message through the `(channel_id, id)`
+/// index keeps message sends from updating one hot channel row in every transaction.
+pub const LAST_UPDATED: &str = "GREATEST(c.last_updated, \
+     (SELECT m.timestamp FROM messages m WHERE m.channel_id = c.id ORDER BY m.id DESC LIMIT 1)) AS last_updated";
+
 /// Every channel of a space, ordered by (`order`, id).
 pub async fn list(db: impl PgExecutor<'_>, space: SpaceId) -> Result<Vec<Channel>, Error> {
-    Ok(sqlx::query_as(
-        "SELECT id, space_id, parent_id, \"order\", name, type, last_updated FROM channels \
-         WHERE space_id = $1 ORDER BY \"order\", id",
-    )
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT c.id, c.space_id, c.parent_id, c.\"order\", c.name, c.type, {LAST_UPDATED} FROM channels c \
+         WHERE c.space_id = $1 ORDER BY c.\"order\", c.id"
+    )))
     .bind(space)
     .fetch_all(db)
     .await?)
@@ -58,10 +64,10 @@ pub async fn list(db: impl PgExecutor<'_>, space: SpaceId) -> Result<Vec<Channel
 
 /// A channel of this space (a channel of another space is not found).
 pub async fn get(db: impl PgExecutor<'_>, space: SpaceId, id: ChannelId) -> Result<Option<Channel>, Error> {
-    Ok(sqlx::query_as(
-        "SELECT id, space_id, parent_id, \"order\", name, type, last_updated FROM channels \
-         WHERE space_id = $1 AND id = $2",
-    )
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT c.id, c.space_id, c.parent_id, c.\"order\", c.name, c.type, {LAST_UPDATED} FROM channels c \
+         WHERE c.space_id = $1 AND c.id = $2"
+    )))
     .bind(space)
     .bind(id)
     .fetch_optional(db)

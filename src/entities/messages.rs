@@ -258,16 +258,6 @@ pub async fn insert_attachment(db: impl PgExecutor<'_>, a: &MessageAttachment) -
     Ok(())
 }
 
-/// Sets a channel's `lastUpdated` to a message's timestamp.
-pub async fn touch_channel(db: impl PgExecutor<'_>, channel: ChannelId, at: Timestamp) -> Result<(), Error> {
-    sqlx::query("UPDATE channels SET last_updated = $2 WHERE id = $1")
-        .bind(channel)
-        .bind(at)
-        .execute(db)
-        .await?;
-    Ok(())
-}
-
 pub async fn edit(db: impl PgExecutor<'_>, id: Uuid, content: &str, at: Timestamp) -> Result<(), Error> {
     sqlx::query("UPDATE messages SET content = $2, edited_timestamp = $3 WHERE id = $1")
         .bind(id)

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
 
-use crate::entities::channels::Channel;
+use crate::entities::channels::{Channel, LAST_UPDATED};
 use crate::entities::users::{UserCategory, UserExt};
 use crate::error::Error;
 use crate::functions::ids::{ChannelId, UserId};
@@ -177,11 +177,11 @@ pub async fn open_dm(conn: &mut sqlx::PgConnection, a: UserId, b: UserId) -> Res
 
 /// The DM channel as `viewer` sees it: named after the other participant.
 pub async fn dm_channel(db: impl PgExecutor<'_>, channel: ChannelId, viewer: UserId) -> Result<Option<Channel>, Error> {
-    Ok(sqlx::query_as(
-        "SELECT c.id, c.space_id, c.parent_id, c.\"order\", u.name, c.type, c.last_updated \
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT c.id, c.space_id, c.parent_id, c.\"order\", u.name, c.type, {LAST_UPDATED} \
          FROM relationships r JOIN channels c ON c.id = r.channel_id JOIN users u ON u.id = r.relation_id \
-         WHERE r.channel_id = $1 AND r.user_id = $2",
-    )
+         WHERE r.channel_id = $1 AND r.user_id = $2"
+    )))
     .bind(channel)
     .bind(viewer)
     .fetch_optional(db)

@@ -250,7 +250,6 @@ async fn insert_message(
         let attachment = attachment::resolve(state, &mut tx, id, i, input).await?;
         messages::insert_attachment(&mut *tx, &attachment).await?;
     }
-    messages::touch_channel(&mut *tx, channel, at).await?;
     if let Some(k) = &key.0 {
         idempotency::complete(&mut tx, author, operation, k, id).await?;
     }
