@@ -415,6 +415,15 @@ mod tests {
         assert!(public_addresses(std::iter::empty()).is_err());
     }
 
+    #[tokio::test]
+    async fn the_real_probe_never_connects_to_loopback() {
+        // `localhost` resolves to loopback addresses: the pinned resolver refuses it before any
+        // connection is attempted.
+        let probe = NetworkProbe::new();
+        let err = probe.well_known("localhost").await.unwrap_err();
+        assert_eq!(err, "the domain resolves to a non-public address");
+    }
+
     struct Fixed {
         txt: Result<Vec<String>, String>,
         body: Result<Vec<u8>, String>,
