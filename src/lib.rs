@@ -115,6 +115,9 @@ fn spawn_janitor(state: AppState) {
             if let Err(e) = entities::password_resets::purge_expired(&state.db).await {
                 tracing::warn!(error = %e, "reset-token purge failed");
             }
+            if let Err(e) = entities::handles::purge_expired_challenges(&state.db).await {
+                tracing::warn!(error = %e, "handle-challenge purge failed");
+            }
         }
     });
 }

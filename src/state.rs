@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
 use crate::config::Config;
+use crate::functions::attestation::HandleKeys;
 use crate::functions::bus::Bus;
 use crate::functions::images::ImageWorkers;
 use crate::functions::jwt::JwtKeys;
@@ -14,6 +15,7 @@ use crate::functions::mail::Mailer;
 use crate::functions::media::{MediaStore, StoreError};
 use crate::functions::passwords::Hasher;
 use crate::functions::rate_limit::RateLimiter;
+use crate::functions::verification::{NetworkProbe, SharedProbe};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -30,6 +32,11 @@ pub struct AppState {
     /// The blocking-pool slots for image decoding and encoding.
     pub images: ImageWorkers,
     pub metrics: PrometheusHandle,
+    /// The handle-attestation keys (spec §12.4, §12.9).
+    pub handle_keys: Arc<HandleKeys>,
+    /// DNS TXT and well-known look-ups of custom-domain verification. Tests replace it before
+    /// serving to exercise the success paths without the internet.
+    pub domain_probe: SharedProbe,
     draining: Arc<AtomicBool>,
 }
 
@@ -64,6 +71,7 @@ impl AppState {
             None => Mailer::from_config(&config)?,
         };
         let media = MediaStore::from_config(&config).await?;
+        let handle_keys = Arc::new(HandleKeys::from_config(&config)?);
         Ok(AppState {
             jwt: JwtKeys::new(&config.jwt_secret, &config.jwt_issuer),
             hasher: Hasher::new(config.bcrypt_cost)?,
@@ -76,6 +84,8 @@ impl AppState {
             mailer,
             media,
             images: ImageWorkers::default(),
+            handle_keys,
+            domain_probe: Arc::new(NetworkProbe::new()),
             draining: Arc::new(AtomicBool::new(false)),
         })
     }

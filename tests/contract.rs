@@ -76,10 +76,26 @@ impl Contract {
     }
 }
 
+/// A domain probe that answers every TXT look-up with the records the scenario sets (handle
+/// verification cannot reach the internet from a test).
+#[derive(Default)]
+struct ScriptedDns(std::sync::Mutex<Vec<String>>);
+
+impl alterego::functions::verification::DomainProbe for ScriptedDns {
+    fn txt<'a>(&'a self, _: &'a str) -> futures_util::future::BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move { Ok(self.0.lock().unwrap().clone()) })
+    }
+    fn well_known<'a>(&'a self, _: &'a str) -> futures_util::future::BoxFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(async move { Err("the server answered HTTP 404".to_string()) })
+    }
+}
+
 #[tokio::test]
 async fn served_operations_match_mikoto() {
     let mikoto = mikoto_api();
-    let app = TestApp::spawn().await;
+    let dns = std::sync::Arc::new(ScriptedDns::default());
+    let probe = dns.clone();
+    let app = TestApp::spawn_with_state(true, |_| {}, move |s| s.domain_probe = probe).await;
     let ours = app.get("/api.json", None).await;
     ours.expect(200, None);
     assert_eq!(ours.body["openapi"].as_str().map(|v| v.starts_with("3.1")), Some(true));
@@ -227,6 +243,7 @@ async fn served_operations_match_mikoto() {
 
     community_scenario(&app, &contract, &mut seen).await;
     conversation_scenario(&app, &contract, &mut seen).await;
+    handles_scenario(&app, &dns, &contract, &mut seen).await;
 
     assert_eq!(
         seen, served,
@@ -547,4 +564,68 @@ async fn conversation_scenario(app: &TestApp, contract: &Contract, seen: &mut BT
         "/spaces/{spaceId}/channels/{channelId}/messages/{messageId}",
         &app.delete(&format!("{base}{mid}"), a).await,
     );
+}
+
+/// Handles and domain verification (spec §4.1, §4.4, §4.8), validated against Mikoto's schemas:
+/// failed and successful verifications, and the resolution of a verified domain.
+async fn handles_scenario(app: &TestApp, dns: &ScriptedDns, contract: &Contract, seen: &mut BTreeSet<String>) {
+    let hana = app.register("Hana").await;
+    let h = Some(hana.access.as_str());
+    let mut check = |m: &str, p: &str, r: &common::Resp| contract.check(seen, m, p, r);
+
+    check(
+        "GET",
+        "/.well-known/mikoto/instance.json",
+        &app.get("/.well-known/mikoto/instance.json", None).await,
+    );
+    check(
+        "GET",
+        "/handles/{handle}",
+        &app.get("/handles/hana.alterego.test", None).await,
+    );
+    check(
+        "POST",
+        "/users/me/handle",
+        &app.post("/users/me/handle", h, json!({"handle": "hana-chan"})).await,
+    );
+    check("DELETE", "/users/me/handle", &app.delete("/users/me/handle", h).await);
+
+    let challenge = app
+        .post("/users/me/handle/verify", h, json!({"handle": "hana.example.org"}))
+        .await;
+    check("POST", "/users/me/handle/verify", &challenge);
+    let complete = "/users/me/handle/verify/complete";
+    let failed = app.post(complete, h, json!({"handle": "hana.example.org"})).await;
+    assert_eq!(failed.body["success"], false, "{}", failed.text);
+    check("POST", complete, &failed);
+    *dns.0.lock().unwrap() = vec![challenge.body["dnsTxtRecord"].as_str().unwrap().to_string()];
+    let verified = app.post(complete, h, json!({"handle": "hana.example.org"})).await;
+    assert_eq!(verified.body["success"], true, "{}", verified.text);
+    check("POST", complete, &verified);
+    let resolved = app.get("/handles/hana.example.org", None).await;
+    assert!(resolved.body["verifiedAt"].is_string(), "{}", resolved.text);
+    check("GET", "/handles/{handle}", &resolved);
+
+    let space = app.post("/spaces/", h, json!({"name": "Hana's"})).await;
+    let sid = space.body["id"].as_str().unwrap().to_string();
+    let challenge = app
+        .post(
+            &format!("/spaces/{sid}/handle/verify"),
+            h,
+            json!({"handle": "team.example.org"}),
+        )
+        .await;
+    check("POST", "/spaces/{spaceId}/handle/verify", &challenge);
+    *dns.0.lock().unwrap() = vec![challenge.body["dnsTxtRecord"].as_str().unwrap().to_string()];
+    let verified = app
+        .post(
+            &format!("/spaces/{sid}/handle/verify/complete"),
+            h,
+            json!({"handle": "team.example.org"}),
+        )
+        .await;
+    assert_eq!(verified.body["success"], true, "{}", verified.text);
+    check("POST", "/spaces/{spaceId}/handle/verify/complete", &verified);
+    let resolved = app.get("/handles/team.example.org", None).await;
+    check("GET", "/handles/{handle}", &resolved);
 }

@@ -1,5 +1,7 @@
 //! Handle syntax and the default handle derived at registration (spec §12.4).
 
+use crate::error::{Error, ErrorCode};
+
 /// Candidate default handles for a new user, in the order they are tried: the derived username,
 /// then with 4, 6, 8 and 12 hex digits of the id's random tail.
 pub fn default_candidates(display_name: &str, user_id: uuid::Uuid, handle_domain: &str) -> Vec<String> {
@@ -78,6 +80,42 @@ pub fn classify(input: &str, handle_domain: &str) -> SettableHandle {
         SettableHandle::Default(format!("{username}{suffix}"))
     } else {
         SettableHandle::Invalid
+    }
+}
+
+/// A handle as stored and compared: trimmed and lowercased (spec §2.4).
+pub fn normalize(input: &str) -> String {
+    input.trim().to_lowercase()
+}
+
+/// 400 `InvalidHandle` on `handle`.
+pub fn invalid_handle(message: &'static str) -> Error {
+    Error::new(ErrorCode::InvalidHandle, message).with_field("handle")
+}
+
+/// 400 `CustomDomainRequiresVerification` on `handle`.
+pub fn requires_verification() -> Error {
+    Error::new(
+        ErrorCode::CustomDomainRequiresVerification,
+        "A custom domain must be verified before it can be used as a handle",
+    )
+    .with_field("handle")
+}
+
+/// 409 `HandleTaken` on `handle`.
+pub fn taken() -> Error {
+    Error::new(ErrorCode::HandleTaken, "This handle is already taken").with_field("handle")
+}
+
+/// The domain a verification is about: a custom domain outside `HANDLE_DOMAIN`, else 400
+/// `InvalidHandle` (default handles and subdomains of `HANDLE_DOMAIN` need no verification).
+pub fn verification_domain(input: &str, handle_domain: &str) -> Result<String, Error> {
+    match classify(input, handle_domain) {
+        SettableHandle::CustomDomain(d) => Ok(d),
+        SettableHandle::Default(_) => Err(invalid_handle(
+            "Handles under this instance's domain need no verification; only a custom domain can be verified",
+        )),
+        SettableHandle::Invalid => Err(invalid_handle("This is not a valid domain name")),
     }
 }
 
@@ -163,5 +201,28 @@ mod tests {
         assert_eq!(classify("-bad-", d), Invalid);
         assert_eq!(classify("mikoto.example", d), Invalid);
         assert_eq!(classify("under_score.org", d), Invalid);
+    }
+
+    #[test]
+    fn verification_domains() {
+        let d = "mikoto.example";
+        assert_eq!(
+            verification_domain(" Team.Example.ORG ", d).unwrap(),
+            "team.example.org"
+        );
+        for bad in [
+            "team",
+            "team.mikoto.example",
+            "a.b.mikoto.example",
+            "mikoto.example",
+            "x..org",
+            "",
+        ] {
+            let e = verification_domain(bad, d).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidHandle, "{bad}");
+        }
+        let long = format!("{}.org", vec!["a".repeat(63); 4].join("."));
+        assert!(long.len() > 253);
+        assert!(verification_domain(&long, d).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Logic with no HTTP and no SQL in it.
 
+pub mod attestation;
 pub mod bus;
 pub mod client_ip;
 pub mod handles;
@@ -14,6 +15,8 @@ pub mod patch;
 pub mod permissions;
 pub mod query;
 pub mod rate_limit;
+pub mod ssrf;
 pub mod time;
 pub mod tokens;
 pub mod validation;
+pub mod verification;

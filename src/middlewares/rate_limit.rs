@@ -44,6 +44,7 @@ fn route_buckets(method: &Method, path: &str) -> Option<&'static [(Bucket, KeyBy
         "/spaces/{spaceId}/channels/{channelId}/messages" => &[(Messages, UserAnd(3))],
         "/dm/{channelId}/messages" => &[(Messages, UserAnd(1))],
         "/relations/{relationId}/request" => &[(Relations, User)],
+        "/users/me/handle/verify/complete" | "/spaces/{spaceId}/handle/verify/complete" => &[(Verification, User)],
         _ => return None,
     })
 }
@@ -218,5 +219,14 @@ mod tests {
             Some(&[(Bucket::SpaceCreate, KeyBy::User)][..])
         );
         assert_eq!(route_buckets(&Method::GET, "/spaces"), None);
+        for path in [
+            "/users/me/handle/verify/complete",
+            "/spaces/{spaceId}/handle/verify/complete",
+        ] {
+            assert_eq!(
+                route_buckets(&Method::POST, path),
+                Some(&[(Bucket::Verification, KeyBy::User)][..])
+            );
+        }
     }
 }

@@ -5,6 +5,7 @@ pub mod account;
 pub mod bans;
 pub mod channels;
 pub mod dm;
+pub mod handles;
 pub mod invites;
 pub mod media;
 pub mod members;
@@ -58,6 +59,7 @@ pub fn api_router() -> ApiRouter<AppState> {
         .merge(meta::api_router())
         .merge(account::router())
         .merge(users::router())
+        .merge(handles::router())
         .merge(spaces::router())
         .merge(channels::router())
         .merge(members::router())

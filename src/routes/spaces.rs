@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::entities::access::{self, SpaceMember, visibility_events};
 use crate::entities::channels::{self, Channel, ChannelType};
+use crate::entities::handles::{self, HandleOwner};
 use crate::entities::media;
 use crate::entities::members;
 use crate::entities::preferences::{self, NotificationLevel, NotificationPreference};
@@ -16,7 +17,6 @@ use crate::entities::spaces::{self, SpaceExt, SpaceRow, SpaceType, SpaceVisibili
 use crate::entities::{bans, invites, users};
 use crate::error::{Error, ErrorCode, Result};
 use crate::functions::bus::{Outbox, Topic};
-use crate::functions::handles::{SettableHandle, classify};
 use crate::functions::ids::{ChannelId, RoleId, SpaceId, UserId};
 use crate::functions::media::Store;
 use crate::functions::patch::nullable;
@@ -220,7 +220,10 @@ async fn update(
     }
     spaces::update(&mut *tx, &row).await?;
     if let Some(handle) = &patch.handle {
-        set_space_handle(&mut tx, row.id, handle.as_deref(), &state.config.handle_domain).await?;
+        // `null` or `""` releases the handle; anything else follows `user.setHandle`'s rules.
+        let requested = handle.as_deref().map(str::trim).filter(|h| !h.is_empty());
+        let owner = HandleOwner::Space { id: row.id };
+        handles::set_requested(&mut tx, owner, requested, &state.config.handle_domain).await?;
     }
     let row = spaces::get(&mut *tx, p.space_id).await?.ok_or_else(Error::not_found)?;
     let everything = spaces::ext(&mut tx, &row, View::Everything).await?;
@@ -229,53 +232,6 @@ async fn update(
     outbox.push(Topic::space(row.id.0), "spaces.onUpdate", &everything);
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(mine))
-}
-
-/// Sets or releases a space's handle with the rules of `user.setHandle` (spec §12.4).
-async fn set_space_handle(
-    conn: &mut sqlx::PgConnection,
-    space: SpaceId,
-    handle: Option<&str>,
-    domain: &str,
-) -> Result<()> {
-    let wanted = match handle.map(str::trim).filter(|h| !h.is_empty()) {
-        None => None,
-        Some(h) => match classify(h, domain) {
-            SettableHandle::Default(h) => Some(h),
-            SettableHandle::CustomDomain(_) => {
-                return Err(Error::new(
-                    ErrorCode::CustomDomainRequiresVerification,
-                    "A custom domain must be verified before it can be used as a handle",
-                )
-                .with_field("handle"));
-            }
-            SettableHandle::Invalid => {
-                return Err(Error::new(ErrorCode::InvalidHandle, "This handle is not valid").with_field("handle"));
-            }
-        },
-    };
-    let current: Option<String> = sqlx::query_scalar("SELECT handle FROM handles WHERE space_id = $1")
-        .bind(space)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if current == wanted {
-        return Ok(());
-    }
-    sqlx::query("DELETE FROM handles WHERE space_id = $1")
-        .bind(space)
-        .execute(&mut *conn)
-        .await?;
-    if let Some(h) = wanted {
-        let inserted = sqlx::query("INSERT INTO handles (handle, space_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(&h)
-            .bind(space)
-            .execute(&mut *conn)
-            .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(Error::new(ErrorCode::HandleTaken, "This handle is already taken").with_field("handle"));
-        }
-    }
-    Ok(())
 }
 
 async fn delete(State(state): State<AppState>, auth: Auth, Path(p): Path<SpacePath>) -> Result<axum::Json<()>> {

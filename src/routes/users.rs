@@ -110,18 +110,23 @@ async fn update_me(
         return Err(Error::not_found());
     }
     tx.commit().await?;
-    let user = users::get_ext(&state.db, auth.user_id)
-        .await?
-        .ok_or_else(Error::not_found)?;
-    if !change.is_empty() {
-        // The profile topic reaches the user's own sessions and their profile audience.
-        state
-            .bus
-            .publish(&Topic::profile(auth.user_id), "users.onUpdate", &user)
-            .await;
-        announce_member_updates(&state, auth.user_id).await?;
+    if change.is_empty() {
+        let user = users::get_ext(&state.db, auth.user_id)
+            .await?
+            .ok_or_else(Error::not_found)?;
+        return Ok(axum::Json(user));
     }
-    Ok(axum::Json(user))
+    Ok(axum::Json(announce_profile(&state, auth.user_id).await?))
+}
+
+/// After a committed change of a user's profile or handle: reads the user and publishes
+/// `users.onUpdate` to the profile topic (the user's own sessions and their profile audience),
+/// then `members.onUpdate` in each of their spaces. Returns the user as published.
+pub(crate) async fn announce_profile(state: &AppState, user: UserId) -> Result<UserExt> {
+    let ext = users::get_ext(&state.db, user).await?.ok_or_else(Error::not_found)?;
+    state.bus.publish(&Topic::profile(user), "users.onUpdate", &ext).await;
+    announce_member_updates(state, user).await?;
+    Ok(ext)
 }
 
 /// `members.onUpdate` in each of the user's spaces, so Mikoto clients (which ignore `users.*`)

@@ -191,6 +191,16 @@ impl TestApp {
 
     /// A server whose configuration the test adjusts; `redis: false` uses in-process backends.
     pub async fn spawn_with(redis: bool, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_with_state(redis, adjust, |_| {}).await
+    }
+
+    /// [`TestApp::spawn_with`], and the state is adjusted before the server starts (e.g. a fake
+    /// `domain_probe` for handle verification).
+    pub async fn spawn_with_state(
+        redis: bool,
+        adjust: impl FnOnce(&mut Config),
+        adjust_state: impl FnOnce(&mut AppState),
+    ) -> TestApp {
         let admin_url = database_url();
         let db_name = fresh_database(&admin_url).await;
         let mut config = test_config(&with_database(&admin_url, &db_name), redis);
@@ -200,9 +210,10 @@ impl TestApp {
         let pool = alterego::db::connect(&config.database_url, config.database_max_connections, false)
             .await
             .expect("connect test database");
-        let state = AppState::new(config, pool, Some(Mailer::memory()))
+        let mut state = AppState::new(config, pool, Some(Mailer::memory()))
             .await
             .expect("state");
+        adjust_state(&mut state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
