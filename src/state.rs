@@ -14,6 +14,7 @@ use crate::functions::mail::Mailer;
 use crate::functions::media::{MediaStore, StoreError};
 use crate::functions::passwords::Hasher;
 use crate::functions::rate_limit::RateLimiter;
+use crate::routes::ws::Gateway;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -30,6 +31,8 @@ pub struct AppState {
     /// The blocking-pool slots for image decoding and encoding.
     pub images: ImageWorkers,
     pub metrics: PrometheusHandle,
+    /// The `/ws` gateway: sessions, the hub, presence (spec §7, §8).
+    pub gateway: Gateway,
     draining: Arc<AtomicBool>,
 }
 
@@ -64,11 +67,14 @@ impl AppState {
             None => Mailer::from_config(&config)?,
         };
         let media = MediaStore::from_config(&config).await?;
+        let config = Arc::new(config);
+        let gateway = Gateway::start(config.clone(), db.clone(), bus.clone(), redis.clone());
         Ok(AppState {
             jwt: JwtKeys::new(&config.jwt_secret, &config.jwt_issuer),
             hasher: Hasher::new(config.bcrypt_cost)?,
             metrics: crate::middlewares::metrics::recorder(),
-            config: Arc::new(config),
+            config,
+            gateway,
             db,
             redis,
             bus,
