@@ -77,12 +77,28 @@ pub async fn run(mut socket: WebSocket, state: AppState, token: Option<String>) 
     gateway.detach(sid, &conn, end);
 }
 
+/// Sends a close frame, then waits (briefly) for the peer's: closing the TCP connection first
+/// could reset it before the peer has read the close frame.
 async fn send_close(socket: &mut WebSocket, close: Close) {
     let frame = CloseFrame {
         code: close.code,
         reason: Utf8Bytes::from_static(close.reason),
     };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    if tokio::time::timeout_at(deadline, socket.send(Message::Close(Some(frame))))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = tokio::time::timeout_at(deadline, async {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if let Message::Close(_) = msg {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// An oversized inbound frame (spec §7.2: 1009) is a capacity error of the WebSocket library.

@@ -1083,6 +1083,10 @@ impl Hub {
         }
     }
 
+    pub fn is_attached(&self, sid: Uuid) -> Option<bool> {
+        self.sessions.get(&sid).map(Session::is_attached)
+    }
+
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }

@@ -147,6 +147,11 @@ impl Gateway {
         self.inner.lock().session_count()
     }
 
+    /// Whether a session held here is attached to a connection (`None`: not held here).
+    pub fn is_attached(&self, session: Uuid) -> Option<bool> {
+        self.inner.lock().is_attached(session)
+    }
+
     /// Open WebSocket connections on this instance.
     pub fn open_connections(&self) -> usize {
         self.inner.open.load(Ordering::SeqCst)

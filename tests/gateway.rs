@@ -1,0 +1,733 @@
+//! The real-time gateway `/ws` (spec §7, §8, §12.8) over real sockets, with real Redis.
+
+mod common;
+
+use std::time::Duration;
+
+use common::ws::{Read, WsClient};
+use common::{TestApp, TestUser};
+use serde_json::{Value, json};
+
+/// How long a negative check waits for an event that must not come.
+const QUIET: Duration = Duration::from_millis(400);
+const LONG: Duration = Duration::from_secs(10);
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_string()
+}
+
+/// A space owned by `owner` with `others` as members; returns (space id, general channel id).
+async fn space(app: &TestApp, owner: &TestUser, others: &[&TestUser]) -> (String, String) {
+    let s = app.post("/spaces/", Some(&owner.access), json!({"name": "Chat"})).await;
+    s.expect(200, None);
+    let sid = id(&s.body);
+    let cid = id(&s.body["channels"][0]);
+    let invite = app
+        .post(&format!("/spaces/{sid}/invites/"), Some(&owner.access), json!({}))
+        .await;
+    let code = id(&invite.body);
+    for u in others {
+        app.post(&format!("/spaces/join/{code}"), Some(&u.access), json!({}))
+            .await
+            .expect(200, None);
+    }
+    (sid, cid)
+}
+
+async fn channel(app: &TestApp, owner: &TestUser, sid: &str, name: &str) -> String {
+    let c = app
+        .post(
+            &format!("/spaces/{sid}/channels/"),
+            Some(&owner.access),
+            json!({"name": name}),
+        )
+        .await;
+    c.expect(200, None);
+    id(&c.body)
+}
+
+/// Posts a message through the REST API.
+async fn say(app: &TestApp, user: &TestUser, sid: &str, cid: &str, text: &str) -> String {
+    let m = app
+        .post(
+            &format!("/spaces/{sid}/channels/{cid}/messages/"),
+            Some(&user.access),
+            json!({"content": text}),
+        )
+        .await;
+    m.expect(200, None);
+    id(&m.body)
+}
+
+/// Sends a message in process, as `messages.create` does after its checks (no rate limit: the
+/// tests that send many messages are about delivery, not the `messages` bucket).
+async fn send(app: &TestApp, user: &TestUser, sid: &str, cid: &str, text: &str) -> String {
+    use alterego::functions::ids::{ChannelId, SpaceId, UserId};
+    use alterego::middlewares::idempotency::IdempotencyKey;
+    use alterego::routes::messages::{Audience, MessageSendPayload};
+    let uuid = |s: &str| uuid::Uuid::parse_str(s).unwrap();
+    let payload = MessageSendPayload {
+        content: text.to_string(),
+        attachments: Vec::new(),
+    };
+    let m = alterego::routes::messages::send(
+        &app.state,
+        UserId(uuid(&user.id)),
+        ChannelId(uuid(cid)),
+        Audience::Space(SpaceId(uuid(sid))),
+        payload,
+        IdempotencyKey(None),
+    )
+    .await
+    .expect("send");
+    m.id.to_string()
+}
+
+/// Denies VIEW_CHANNEL to `@everyone` on a channel (role id = the `@everyone` role).
+async fn hide_from_everyone(app: &TestApp, owner: &TestUser, sid: &str, cid: &str) {
+    let roles = app.get(&format!("/spaces/{sid}/roles/"), Some(&owner.access)).await;
+    let everyone = roles
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "@everyone")
+        .map(id)
+        .unwrap();
+    app.put(
+        &format!("/spaces/{sid}/channels/{cid}/overrides/{everyone}"),
+        Some(&owner.access),
+        json!({"targetType": "ROLE", "allow": "0", "deny": "4096"}),
+    )
+    .await
+    .expect(200, None);
+}
+
+async fn allow_member(app: &TestApp, owner: &TestUser, sid: &str, cid: &str, user: &TestUser) {
+    app.put(
+        &format!("/spaces/{sid}/channels/{cid}/overrides/{}", user.id),
+        Some(&owner.access),
+        json!({"targetType": "MEMBER", "allow": "4096", "deny": "0"}),
+    )
+    .await
+    .expect(200, None);
+}
+
+async fn befriend(app: &TestApp, a: &TestUser, b: &TestUser) -> String {
+    app.post(&format!("/relations/{}/request", b.id), Some(&a.access), json!({}))
+        .await
+        .expect(200, None);
+    app.post(&format!("/relations/{}/accept", a.id), Some(&b.access), json!({}))
+        .await
+        .expect(200, None);
+    let dm = app
+        .post(&format!("/relations/{}/dm", b.id), Some(&a.access), json!({}))
+        .await;
+    dm.expect(200, None);
+    id(&dm.body)
+}
+
+/// The message ids of `messages.onCreate` events logged by a client.
+fn created(c: &WsClient) -> Vec<String> {
+    c.events("messages.onCreate").iter().map(|f| id(&f.data)).collect()
+}
+
+// ----- §7.1–7.4: connection, envelope, commands ------------------------------------------
+
+#[tokio::test]
+async fn ready_ping_and_ignored_commands() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("Alice").await;
+    let mut c = app.ws_open("").await;
+    let ready = c.authenticate(&alice.access).await;
+    assert_eq!(ready.data["heartbeatIntervalMs"], 30_000);
+    assert_eq!(ready.data["resumeWindowMs"], 120_000);
+    assert_eq!(ready.data["user"]["id"], alice.id);
+    assert_eq!(ready.data["user"]["name"], "Alice");
+    let sid = ready.data["sessionId"].as_str().unwrap();
+    assert_eq!(uuid::Uuid::parse_str(sid).unwrap().get_version_num(), 7);
+
+    // `pong` echoes the data, carries no seq, and goes to this connection only.
+    let mut other = app.ws_auth(&alice).await;
+    c.send_json(json!({"op": "ping", "data": {"message": "héllo"}})).await;
+    let pong = c.expect("pong").await;
+    assert_eq!(pong.data, json!({"message": "héllo"}));
+    assert_eq!(pong.seq, None);
+    other.silent(QUIET).await;
+
+    // Unknown ops, invalid data, and auth commands once active are ignored; the socket stays.
+    for frame in [
+        json!({"op": "nope", "data": 1}),
+        json!({"op": "typing.start", "data": {"channelId": "not-a-uuid"}}),
+        json!({"op": "ping", "data": "not an object"}),
+        json!({"op": "authenticate", "data": {"token": "garbage"}}),
+        json!({"op": "resume", "data": {}}),
+    ] {
+        c.send_json(frame).await;
+    }
+    c.send_json(json!({"op": "ping", "data": {"message": "still here"}}))
+        .await;
+    assert_eq!(c.expect("pong").await.data["message"], "still here");
+
+    // Events carry seq from 1.
+    app.patch("/users/me", Some(&alice.access), json!({"name": "Alicia"}))
+        .await
+        .expect(200, None);
+    let ev = c.expect("users.onUpdate").await;
+    assert_eq!(ev.seq, Some(1));
+    assert_eq!(ev.data["name"], "Alicia");
+    assert_eq!(other.expect("users.onUpdate").await.seq, Some(1));
+}
+
+#[tokio::test]
+async fn legacy_token_query() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("Alice").await;
+    let mut c = app.ws_open(&format!("?token={}", alice.access)).await;
+    let ready = c.expect("ready").await;
+    assert_eq!(ready.data["user"]["id"], alice.id);
+    let mut bad = app.ws_open("?token=nope").await;
+    assert_eq!(bad.closed(LONG).await, Some(4004));
+}
+
+#[tokio::test]
+async fn authentication_failures_and_decode_errors() {
+    let app = TestApp::spawn_with(true, |c| c.ws_auth_timeout = Duration::from_millis(500)).await;
+    let alice = app.register("Alice").await;
+
+    let mut c = app.ws_open("").await;
+    c.send_json(json!({"op": "authenticate", "data": {"token": "bad"}}))
+        .await;
+    assert_eq!(c.closed(LONG).await, Some(4004), "invalid token");
+
+    let mut c = app.ws_open("").await;
+    c.send_json(json!({"op": "authenticate", "data": {}})).await;
+    assert_eq!(c.closed(LONG).await, Some(4004), "missing token");
+
+    let mut c = app.ws_open("").await;
+    c.send_json(json!({"op": "ping", "data": {"message": "x"}})).await;
+    assert_eq!(
+        c.closed(LONG).await,
+        Some(4003),
+        "a first frame that is not authenticate"
+    );
+
+    let mut c = app.ws_open("").await;
+    assert_eq!(c.closed(LONG).await, Some(4003), "the deadline");
+
+    let mut c = app.ws_open("").await;
+    c.send_text("not json").await;
+    assert_eq!(c.closed(LONG).await, Some(4002));
+
+    let mut c = app.ws_auth(&alice).await;
+    c.send_text("[1,2]").await;
+    assert_eq!(c.closed(LONG).await, Some(4002), "not an object");
+
+    let mut c = app.ws_auth(&alice).await;
+    c.send_json(json!({"data": {}})).await;
+    assert_eq!(c.closed(LONG).await, Some(4002), "no op");
+
+    let mut c = app.ws_auth(&alice).await;
+    c.send_binary(vec![1, 2, 3]).await;
+    assert_eq!(c.closed(LONG).await, Some(4002), "binary");
+
+    // A logged-out session's token is refused.
+    app.post("/account/logout", Some(&alice.access), json!({}))
+        .await
+        .expect(200, None);
+    let mut c = app.ws_open("").await;
+    c.send_json(json!({"op": "authenticate", "data": {"token": alice.access}}))
+        .await;
+    assert_eq!(c.closed(LONG).await, Some(4004), "revoked session");
+}
+
+#[tokio::test]
+async fn frame_size_and_command_rate_limits() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("Alice").await;
+
+    // Exactly 8 KiB is accepted (and ignored: unknown op); one byte more closes with 1009.
+    let mut c = app.ws_auth(&alice).await;
+    let pad = |len: usize| {
+        let base = json!({"op": "x", "data": ""}).to_string();
+        json!({"op": "x", "data": "a".repeat(len - base.len())}).to_string()
+    };
+    c.send_text(&pad(8192)).await;
+    c.send_json(json!({"op": "ping", "data": {"message": "ok"}})).await;
+    c.expect("pong").await;
+    c.send_text(&pad(8193)).await;
+    assert_eq!(c.closed(LONG).await, Some(1009));
+
+    // 120 commands per 60 s; the 121st closes with 4008 (the two above were on another socket).
+    let mut c = app.ws_auth(&alice).await;
+    for i in 0..120 {
+        c.send_json(json!({"op": "ping", "data": {"message": i.to_string()}}))
+            .await;
+    }
+    for _ in 0..120 {
+        c.expect("pong").await;
+    }
+    c.send_json(json!({"op": "ping", "data": {"message": "one too many"}}))
+        .await;
+    assert_eq!(c.closed(LONG).await, Some(4008));
+}
+
+#[tokio::test]
+async fn heartbeat_pings_and_dead_connections_close_4009() {
+    let app = TestApp::spawn_with(true, |c| c.ws_heartbeat_interval = Duration::from_millis(200)).await;
+    let alice = app.register("Alice").await;
+    let mut c = app.ws_auth(&alice).await;
+    // A client that reads answers the server's Pings (tungstenite does it) and stays.
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(1200) {
+        match c.read(Duration::from_millis(100)).await {
+            Read::Closed(code) => panic!("closed ({code:?}) although alive"),
+            _ => continue,
+        }
+    }
+    // One that stops reading (so never answers) is dead after 2.5 intervals.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(c.closed(LONG).await, Some(4009));
+}
+
+// ----- §7.5, §7.7: who receives what -------------------------------------------------------
+
+#[tokio::test]
+async fn space_event_matrix() {
+    let app = TestApp::spawn().await;
+    let owner = app.register("Owner").await;
+    let insider = app.register("Insider").await; // may see the secret channel
+    let member = app.register("Member").await; // may not
+    let kicked = app.register("Kicked").await;
+    let outsider = app.register("Outsider").await;
+    let (sid, general) = space(&app, &owner, &[&insider, &member, &kicked]).await;
+    let secret = channel(&app, &owner, &sid, "secret").await;
+    hide_from_everyone(&app, &owner, &sid, &secret).await;
+    allow_member(&app, &owner, &sid, &secret, &insider).await;
+
+    let mut o = app.ws_auth(&owner).await;
+    let mut i = app.ws_auth(&insider).await;
+    let mut m = app.ws_auth(&member).await;
+    let mut k = app.ws_auth(&kicked).await;
+    let mut x = app.ws_auth(&outsider).await;
+
+    // A message in general reaches every member, the sender included.
+    let hello = say(&app, &owner, &sid, &general, "hello").await;
+    for c in [&mut o, &mut i, &mut m, &mut k] {
+        let f = c.expect("messages.onCreate").await;
+        assert_eq!(id(&f.data), hello);
+    }
+    // A message in the secret channel reaches only those who can view it.
+    let psst = say(&app, &insider, &sid, &secret, "psst").await;
+    for c in [&mut o, &mut i] {
+        assert_eq!(id(&c.expect("messages.onCreate").await.data), psst);
+    }
+    app.patch(
+        &format!("/spaces/{sid}/channels/{secret}/messages/{psst}"),
+        Some(&insider.access),
+        json!({"content": "psst!"}),
+    )
+    .await
+    .expect(200, None);
+    for c in [&mut o, &mut i] {
+        c.expect("messages.onUpdate").await;
+    }
+    app.patch(
+        &format!("/spaces/{sid}/channels/{secret}"),
+        Some(&owner.access),
+        json!({"name": "secret2"}),
+    )
+    .await
+    .expect(200, None);
+    for c in [&mut o, &mut i] {
+        c.expect("channels.onUpdate").await;
+    }
+    // Typing: sender included, hidden channel hidden.
+    i.send_json(json!({"op": "typing.start", "data": {"channelId": secret}}))
+        .await;
+    for c in [&mut o, &mut i] {
+        let t = c.expect("typing.onUpdate").await;
+        assert_eq!(t.data, json!({"channelId": secret, "userId": insider.id}));
+    }
+    // A member without VIEW_CHANNEL cannot type there (ignored), and nothing leaked to them.
+    m.send_json(json!({"op": "typing.start", "data": {"channelId": secret}}))
+        .await;
+    let next = say(&app, &owner, &sid, &general, "sentinel 1").await;
+    for c in [&mut m, &mut k] {
+        let (f, skipped) = c.until("messages.onCreate").await;
+        assert_eq!(id(&f.data), next);
+        assert!(skipped.is_empty(), "leaked: {skipped:?}");
+    }
+    for c in [&mut o, &mut i] {
+        let (f, skipped) = c.until("messages.onCreate").await;
+        assert_eq!(id(&f.data), next);
+        assert!(skipped.is_empty(), "unexpected: {skipped:?}");
+    }
+
+    // spaces.onUpdate: channels filtered per recipient.
+    app.patch(
+        &format!("/spaces/{sid}"),
+        Some(&owner.access),
+        json!({"name": "Renamed"}),
+    )
+    .await
+    .expect(200, None);
+    for (c, sees_secret) in [(&mut o, true), (&mut i, true), (&mut m, false), (&mut k, false)] {
+        let f = c.expect("spaces.onUpdate").await;
+        assert_eq!(f.data["name"], "Renamed");
+        let names: Vec<&str> = f.data["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.contains(&"secret2"), sees_secret, "{names:?}");
+        assert!(names.contains(&"general"));
+    }
+
+    // Roles and members events reach every member.
+    app.post(
+        &format!("/spaces/{sid}/roles/"),
+        Some(&owner.access),
+        json!({"name": "Mods"}),
+    )
+    .await
+    .expect(200, None);
+    for c in [&mut o, &mut i, &mut m, &mut k] {
+        c.expect("roles.onCreate").await;
+    }
+
+    // Kick: the kicked user gets spaces.onDelete, then nothing more of the space.
+    app.delete(&format!("/spaces/{sid}/members/{}", kicked.id), Some(&owner.access))
+        .await
+        .expect(200, None);
+    let f = k.expect("spaces.onDelete").await;
+    assert_eq!(f.data["id"], sid);
+    for c in [&mut o, &mut i, &mut m] {
+        let f = c.expect("members.onDelete").await;
+        assert_eq!(f.data["userId"], kicked.id);
+    }
+    let after = say(&app, &owner, &sid, &general, "after the kick").await;
+    for c in [&mut o, &mut i, &mut m] {
+        assert_eq!(id(&c.expect("messages.onCreate").await.data), after);
+    }
+    app.patch(&format!("/spaces/{sid}"), Some(&owner.access), json!({"name": "Again"}))
+        .await
+        .expect(200, None);
+    k.silent(QUIET).await;
+
+    // A visibility change: hiding general from the member sends them channels.onDelete, and
+    // its messages stop at once.
+    hide_from_everyone(&app, &owner, &sid, &general).await;
+    let f = m.until("channels.onDelete").await.0;
+    assert_eq!(id(&f.data), general);
+    let hidden = say(&app, &owner, &sid, &general, "now hidden").await;
+    let (f, _) = o.until("messages.onCreate").await;
+    assert_eq!(id(&f.data), hidden);
+    // Channel deletion reaches those who could view it (the owner), not the member.
+    app.delete(&format!("/spaces/{sid}/channels/{general}"), Some(&owner.access))
+        .await
+        .expect(200, None);
+    assert_eq!(id(&o.until("channels.onDelete").await.0.data), general);
+    let rest = m.drain(QUIET).await;
+    assert!(
+        rest.iter()
+            .all(|f| f.op == "spaces.onUpdate" || f.op == "channels.onDelete" && id(&f.data) != general),
+        "{rest:?}"
+    );
+    assert!(!created(&m).contains(&hidden));
+
+    // The outsider saw none of it, and everyone's seq is gapless (checked on every read).
+    x.silent(QUIET).await;
+    assert!(x.log.iter().all(|f| f.op == "ready"), "{:?}", x.log);
+
+    // Space deletion reaches every remaining member with their own channel list.
+    app.delete(&format!("/spaces/{sid}"), Some(&owner.access))
+        .await
+        .expect(200, None);
+    for c in [&mut o, &mut i, &mut m] {
+        let f = c.until("spaces.onDelete").await.0;
+        assert_eq!(f.data["id"], sid);
+    }
+    k.silent(QUIET).await;
+}
+
+#[tokio::test]
+async fn joining_subscribes_and_profiles_reach_the_audience() {
+    let app = TestApp::spawn().await;
+    let owner = app.register("Owner").await;
+    let joiner = app.register("Joiner").await;
+    let stranger = app.register("Stranger").await;
+    let (sid, general) = space(&app, &owner, &[]).await;
+    let mut o = app.ws_auth(&owner).await;
+    let mut j = app.ws_auth(&joiner).await;
+    let mut s = app.ws_auth(&stranger).await;
+
+    let invite = app
+        .post(&format!("/spaces/{sid}/invites/"), Some(&owner.access), json!({}))
+        .await;
+    app.post(
+        &format!("/spaces/join/{}", id(&invite.body)),
+        Some(&joiner.access),
+        json!({}),
+    )
+    .await
+    .expect(200, None);
+    let f = j.expect("spaces.onCreate").await;
+    assert_eq!(f.data["id"], sid);
+    assert_eq!(o.expect("members.onCreate").await.data["userId"], joiner.id);
+    // The joiner's session is subscribed now: the space's events reach it.
+    let msg = say(&app, &owner, &sid, &general, "welcome").await;
+    assert_eq!(id(&j.until("messages.onCreate").await.0.data), msg);
+    assert_eq!(id(&o.expect("messages.onCreate").await.data), msg);
+
+    // users.onUpdate reaches the user and co-members, not strangers.
+    app.patch("/users/me", Some(&joiner.access), json!({"name": "J"}))
+        .await
+        .expect(200, None);
+    assert_eq!(j.until("users.onUpdate").await.0.data["name"], "J");
+    assert_eq!(o.until("users.onUpdate").await.0.data["name"], "J");
+    // ... exactly once, although it also produces members.onUpdate in the space.
+    let rest = o.drain(QUIET).await;
+    assert!(rest.iter().all(|f| f.op == "members.onUpdate"), "{rest:?}");
+    s.silent(QUIET).await;
+
+    // A friend request puts the stranger in the joiner's profile audience.
+    app.post(
+        &format!("/relations/{}/request", stranger.id),
+        Some(&joiner.access),
+        json!({}),
+    )
+    .await
+    .expect(200, None);
+    s.expect("relations.onCreate").await;
+    j.until("relations.onCreate").await;
+    app.patch("/users/me", Some(&joiner.access), json!({"name": "Jo"}))
+        .await
+        .expect(200, None);
+    assert_eq!(s.expect("users.onUpdate").await.data["name"], "Jo");
+
+    // Leaving: the leaver stops receiving the space at once.
+    app.delete(&format!("/spaces/{sid}/leave"), Some(&joiner.access))
+        .await
+        .expect(200, None);
+    j.until("spaces.onDelete").await;
+    say(&app, &owner, &sid, &general, "gone").await;
+    o.until("messages.onCreate").await;
+    j.silent(QUIET).await;
+}
+
+#[tokio::test]
+async fn dm_events_reach_exactly_the_participants() {
+    let app = TestApp::spawn().await;
+    let a = app.register("A").await;
+    let b = app.register("B").await;
+    let c = app.register("C").await;
+    let (_, _) = space(&app, &a, &[&b, &c]).await;
+    let mut ca = app.ws_auth(&a).await;
+    let mut cb = app.ws_auth(&b).await;
+    let mut cc = app.ws_auth(&c).await;
+    let dm = befriend(&app, &a, &b).await;
+    let m = app
+        .post(
+            &format!("/dm/{dm}/messages/"),
+            Some(&a.access),
+            json!({"content": "hi"}),
+        )
+        .await;
+    m.expect(200, None);
+    for client in [&mut ca, &mut cb] {
+        let (f, skipped) = client.until("messages.onCreate").await;
+        assert_eq!(id(&f.data), id(&m.body));
+        assert!(skipped.iter().all(|f| f.op.starts_with("relations.")), "{skipped:?}");
+    }
+    // DM typing reaches both participants.
+    cb.send_json(json!({"op": "typing.start", "data": {"channelId": dm}}))
+        .await;
+    for client in [&mut ca, &mut cb] {
+        let t = client.expect("typing.onUpdate").await;
+        assert_eq!(t.data["userId"], b.id);
+    }
+    // A second typing.start within 2 s is dropped (the throttle).
+    cb.send_json(json!({"op": "typing.start", "data": {"channelId": dm}}))
+        .await;
+    // Not a participant: ignored.
+    cc.send_json(json!({"op": "typing.start", "data": {"channelId": dm}}))
+        .await;
+    ca.silent(QUIET).await;
+    cc.silent(QUIET).await;
+    assert!(
+        cc.log.iter().all(|f| f.op == "ready" || f.op == "presence.onUpdate"),
+        "{:?}",
+        cc.log
+    );
+}
+
+// ----- §7.6, §6.2: sessions, resume, revocation -----------------------------------------------
+
+#[tokio::test]
+async fn resume_after_abrupt_disconnect_loses_and_duplicates_nothing() {
+    let app = TestApp::spawn().await;
+    let owner = app.register("Owner").await;
+    let reader = app.register("Reader").await;
+    let (sid, general) = space(&app, &owner, &[&reader]).await;
+    let mut c = app.ws_auth(&reader).await;
+    let session = c.session_id.clone().unwrap();
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(send(&app, &owner, &sid, &general, &format!("before {i}")).await);
+    }
+    for _ in 0..3 {
+        c.expect("messages.onCreate").await;
+    }
+    let processed = c.seq;
+    let seen = created(&c);
+    c.kill();
+    for i in 0..5 {
+        sent.push(send(&app, &owner, &sid, &general, &format!("during {i}")).await);
+    }
+    let mut c2 = app.ws_open("").await;
+    let (replayed, resumed) = c2.resume(&reader.access, &session, processed).await;
+    assert_eq!(resumed.op, "resumed", "{resumed:?}");
+    assert_eq!(resumed.data["sessionId"], session);
+    assert_eq!(resumed.data["replayed"], 7);
+    assert_eq!(replayed.first().and_then(|f| f.seq), Some(processed + 1));
+    for i in 0..3 {
+        sent.push(send(&app, &owner, &sid, &general, &format!("after {i}")).await);
+    }
+    for _ in 0..3 {
+        c2.expect("messages.onCreate").await;
+    }
+    let mut all = seen;
+    all.extend(created(&c2));
+    assert_eq!(all, sent, "every message exactly once, in order");
+}
+
+#[tokio::test]
+async fn resume_failures_and_replacement() {
+    let app = TestApp::spawn_with(true, |c| c.ws_resume_window = Duration::from_millis(1500)).await;
+    let alice = app.register("Alice").await;
+    let bob = app.register("Bob").await;
+    let mut c = app.ws_auth(&alice).await;
+    let session = c.session_id.clone().unwrap();
+    app.patch("/users/me", Some(&alice.access), json!({"name": "A1"}))
+        .await
+        .expect(200, None);
+    c.expect("users.onUpdate").await;
+
+    // Resuming an attached session replaces its connection (4011).
+    let mut c2 = app.ws_open("").await;
+    let (replayed, resumed) = c2.resume(&alice.access, &session, 0).await;
+    assert_eq!(resumed.op, "resumed");
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(c.closed(LONG).await, Some(4011));
+
+    // invalidSession, then the same socket may authenticate.
+    let mut c3 = app.ws_open("").await;
+    let (_, r) = c3.resume(&alice.access, &session, 5).await;
+    assert_eq!(r.data["reason"], "seq_out_of_range");
+    let (_, r) = c3.resume(&bob.access, &session, 0).await;
+    assert_eq!(r.data["reason"], "user_mismatch");
+    let (_, r) = c3.resume(&alice.access, &uuid::Uuid::now_v7().to_string(), 0).await;
+    assert_eq!(r.data["reason"], "unknown");
+    c3.authenticate(&alice.access).await;
+    let mut bad = app.ws_open("").await;
+    bad.send_json(json!({"op": "resume", "data": {"token": "bad", "sessionId": session, "seq": 0}}))
+        .await;
+    assert_eq!(bad.closed(LONG).await, Some(4004));
+
+    // A client close with 1000 ends the session.
+    c2.close(1000).await;
+    let mut c4 = app.ws_open("").await;
+    let (_, r) = c4.resume(&alice.access, &session, 1).await;
+    assert_eq!(r.op, "invalidSession");
+
+    // A detached session expires after the resume window.
+    let session3 = c3.session_id.clone().unwrap();
+    c3.kill();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, r) = c4.resume(&alice.access, &session3, 0).await;
+    assert_eq!(r.op, "invalidSession");
+}
+
+#[tokio::test]
+async fn revoked_sessions_are_closed_with_4006() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("Alice").await;
+    let mut c = app.ws_auth(&alice).await;
+    let mut other = app.ws_auth(&alice).await;
+    let session = c.session_id.clone().unwrap();
+    app.post("/account/logout", Some(&alice.access), json!({}))
+        .await
+        .expect(200, None);
+    assert_eq!(c.closed(LONG).await, Some(4006));
+    assert_eq!(other.closed(LONG).await, Some(4006));
+    // The session is gone, not resumable.
+    let login = app
+        .post(
+            "/account/login",
+            None,
+            json!({"email": alice.email, "password": alice.password}),
+        )
+        .await;
+    let token = login.body["accessToken"].as_str().unwrap().to_string();
+    let mut c2 = app.ws_open("").await;
+    let (_, r) = c2.resume(&token, &session, 0).await;
+    assert_eq!(r.op, "invalidSession");
+}
+
+#[tokio::test]
+async fn slow_consumers_are_closed_with_4010_and_can_resume() {
+    use alterego::functions::bus::Topic;
+    use alterego::functions::ids::UserId;
+    // The in-process bus: tens of MiB through Redis pub/sub would only test Redis's buffers.
+    let app = TestApp::spawn_with(false, |_| {}).await;
+    let alice = app.register("Alice").await;
+    let bob = app.register("Bob").await;
+    let mut slow = app.ws_auth(&alice).await;
+    let mut fast = app.ws_auth(&bob).await;
+    let session = slow.session_id.clone().unwrap();
+    let alice_topic = Topic::user(UserId(uuid::Uuid::parse_str(&alice.id).unwrap()));
+    let bob_topic = Topic::user(UserId(uuid::Uuid::parse_str(&bob.id).unwrap()));
+    // 64 KiB events until the server gives up on the socket (the kernel's buffers absorb
+    // tens of MiB first, then the 4 MiB queue overflows); the client reads nothing meanwhile.
+    let blob = "x".repeat(64 * 1024);
+    let sid = uuid::Uuid::parse_str(&session).unwrap();
+    let mut published = 0u64;
+    while app.state.gateway.is_attached(sid) == Some(true) {
+        assert!(published < 5000, "never overflowed");
+        app.state
+            .bus
+            .publish(&alice_topic, "test.big", &json!({"i": published, "blob": blob}))
+            .await;
+        app.state
+            .bus
+            .publish(&bob_topic, "test.small", &json!({"i": published}))
+            .await;
+        published += 1;
+        tokio::task::yield_now().await;
+    }
+    // A few more while detached: they are kept for the resume.
+    for _ in 0..5 {
+        app.state
+            .bus
+            .publish(&alice_topic, "test.big", &json!({"i": published, "blob": "y"}))
+            .await;
+        published += 1;
+    }
+    // The other socket is not held up.
+    let mut small = 0;
+    while small < published - 5 {
+        fast.expect("test.small").await;
+        small += 1;
+    }
+    assert_eq!(slow.closed(Duration::from_secs(30)).await, Some(4010));
+    let got = slow.seq;
+    assert!(got < published, "the client cannot have had everything: {got}");
+    // The session stayed: a resume replays what the socket never delivered.
+    let mut again = app.ws_open("").await;
+    let (replayed, r) = again.resume(&alice.access, &session, got).await;
+    assert_eq!(r.op, "resumed", "{r:?}");
+    assert_eq!(replayed.len() as u64, published - got);
+    assert_eq!(replayed.last().unwrap().data["i"], published - 1);
+}
