@@ -731,3 +731,298 @@ async fn slow_consumers_are_closed_with_4010_and_can_resume() {
     assert_eq!(replayed.len() as u64, published - got);
     assert_eq!(replayed.last().unwrap().data["i"], published - 1);
 }
+
+// ----- §8: several instances, bus loss, shutdown ----------------------------------------------
+
+#[tokio::test]
+async fn two_instances_share_events_and_hand_sessions_over() {
+    let app = TestApp::spawn().await;
+    let peer = app.spawn_peer().await;
+    assert_ne!(app.state.gateway.instance_id(), peer.state.gateway.instance_id());
+    let alice = app.register("Alice").await;
+    let bob = app.register("Bob").await;
+    let (sid, general) = space(&app, &alice, &[&bob]).await;
+    let mut a = app.ws_auth(&alice).await;
+    let mut b = peer.ws_auth(&bob).await;
+
+    // A write on either instance reaches sockets on both.
+    let m1 = say(&app, &alice, &sid, &general, "from the first").await;
+    let m2 = say(&peer, &bob, &sid, &general, "from the second").await;
+    for c in [&mut a, &mut b] {
+        assert_eq!(id(&c.expect("messages.onCreate").await.data), m1);
+        assert_eq!(id(&c.expect("messages.onCreate").await.data), m2);
+    }
+
+    // Alice's socket on the first instance dies; she resumes on the second (take-over).
+    let session = a.session_id.clone().unwrap();
+    let seen = a.seq;
+    a.kill();
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        sent.push(send(&app, &bob, &sid, &general, &format!("meanwhile {i}")).await);
+    }
+    let mut a2 = peer.ws_open("").await;
+    let (replayed, resumed) = a2.resume(&alice.access, &session, seen).await;
+    assert_eq!(resumed.op, "resumed", "{resumed:?}");
+    assert_eq!(resumed.data["replayed"], 4);
+    assert_eq!(replayed.iter().map(|f| id(&f.data)).collect::<Vec<_>>(), sent);
+    assert_eq!(
+        app.state.gateway.is_attached(uuid::Uuid::parse_str(&session).unwrap()),
+        None
+    );
+    let m3 = send(&app, &bob, &sid, &general, "after the move").await;
+    assert_eq!(id(&a2.expect("messages.onCreate").await.data), m3);
+    a2.silent(QUIET).await;
+
+    // Taking over an attached session closes its old connection with 4011.
+    let bob_session = b.session_id.clone().unwrap();
+    let bob_seq = b.seq;
+    let mut b2 = app.ws_open("").await;
+    let (_, resumed) = b2.resume(&bob.access, &bob_session, bob_seq).await;
+    assert_eq!(resumed.op, "resumed", "{resumed:?}");
+    assert_eq!(b.closed(LONG).await, Some(4011));
+    let m4 = say(&peer, &alice, &sid, &general, "still flowing").await;
+    assert_eq!(id(&b2.until("messages.onCreate").await.0.data), m4);
+    assert_eq!(id(&a2.expect("messages.onCreate").await.data), m4);
+
+    // Presence is shared: both are ONLINE from either instance.
+    for server in [&app, &peer] {
+        let r = server
+            .get(
+                &format!("/users/presence?ids={},{}", alice.id, bob.id),
+                Some(&alice.access),
+            )
+            .await;
+        r.expect(200, None);
+        assert_eq!(r.body[0]["status"], "ONLINE", "{}", r.text);
+        assert_eq!(r.body[1]["status"], "ONLINE", "{}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn a_silent_owner_means_invalid_session() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("Alice").await;
+    // A registry entry whose owner instance is gone (crashed): nobody answers the take-over.
+    let session = uuid::Uuid::now_v7();
+    let mut redis = redis::Client::open(common::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = format!("{}:ws:session:{session}", app.state.config.redis_prefix);
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("user")
+        .arg(&alice.id)
+        .arg("auth")
+        .arg("")
+        .arg("instance")
+        .arg(uuid::Uuid::now_v7().to_string())
+        .arg("state")
+        .arg("detached")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut c = app.ws_open("").await;
+    let start = std::time::Instant::now();
+    let (_, r) = c.resume(&alice.access, &session.to_string(), 0).await;
+    assert_eq!(r.op, "invalidSession");
+    assert!(start.elapsed() >= Duration::from_secs(2), "{:?}", start.elapsed());
+    c.authenticate(&alice.access).await;
+}
+
+/// A private Redis server, so that its connections can be killed without disturbing other
+/// tests.
+struct PrivateRedis {
+    url: String,
+    child: std::process::Child,
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn private_redis() -> PrivateRedis {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (is Redis installed?)");
+    let url = format!("redis://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if let Ok(c) = redis::Client::open(url.as_str())
+            && c.get_multiplexed_async_connection().await.is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    PrivateRedis { url, child }
+}
+
+#[tokio::test]
+async fn a_lost_bus_connection_means_resync_never_silent_loss() {
+    let redis = private_redis().await;
+    let url = redis.url.clone();
+    let app = TestApp::spawn_with(true, move |c| c.redis_url = Some(url)).await;
+    let owner = app.register("Owner").await;
+    let reader = app.register("Reader").await;
+    let (sid, general) = space(&app, &owner, &[&reader]).await;
+    let mut c = app.ws_auth(&reader).await;
+    let session = c.session_id.clone().unwrap();
+    let m1 = send(&app, &owner, &sid, &general, "before").await;
+    assert_eq!(id(&c.expect("messages.onCreate").await.data), m1);
+    let before_gap = c.seq;
+
+    // Kill the subscriber connection (and only pub/sub connections) of this Redis.
+    let mut admin = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1, "one subscriber connection per process");
+    let r = c.expect("resync").await;
+    assert_eq!(r.data["reason"], "bus_reconnected");
+    assert_eq!(r.seq, None);
+    // Delivery continues after the re-subscription; the socket stayed open.
+    let m2 = send(&app, &owner, &sid, &general, "after").await;
+    assert_eq!(id(&c.expect("messages.onCreate").await.data), m2);
+    // The replay buffer was cut at the gap: resuming from before it is refused.
+    c.kill();
+    let mut c2 = app.ws_open("").await;
+    let (_, r) = c2.resume(&reader.access, &session, before_gap - 1).await;
+    assert_eq!(r.data["reason"], "seq_out_of_range");
+    // From the gap on, the resume replays the resync first.
+    let (replayed, r) = c2.resume(&reader.access, &session, before_gap).await;
+    assert_eq!(r.op, "resumed");
+    let ops: Vec<&str> = replayed.iter().map(|f| f.op.as_str()).collect();
+    assert_eq!(ops, ["resync", "messages.onCreate"]);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_1001_and_sessions_move() {
+    let app = TestApp::spawn().await;
+    let mut peer = app.spawn_peer().await;
+    let owner = app.register("Owner").await;
+    let alice = app.register("Alice").await;
+    let (sid, general) = space(&app, &owner, &[&alice]).await;
+    let mut a = peer.ws_auth(&alice).await;
+    let session = a.session_id.clone().unwrap();
+    let m1 = send(&app, &owner, &sid, &general, "one").await;
+    assert_eq!(id(&a.expect("messages.onCreate").await.data), m1);
+    peer.begin_shutdown();
+    assert_eq!(a.closed(LONG).await, Some(1001));
+    assert!(peer.state.is_draining());
+    let m2 = send(&app, &owner, &sid, &general, "two").await;
+    // The draining instance still hands its sessions over.
+    let mut a2 = app.ws_open("").await;
+    let (replayed, r) = a2.resume(&alice.access, &session, a.seq).await;
+    assert_eq!(r.op, "resumed", "{r:?}");
+    assert_eq!(replayed.iter().map(|f| id(&f.data)).collect::<Vec<_>>(), [m2]);
+}
+
+// ----- §12.8: presence --------------------------------------------------------------------
+
+#[tokio::test]
+async fn presence_with_debounce() {
+    let app = TestApp::spawn_with(true, |c| c.presence_offline_debounce = Duration::from_millis(600)).await;
+    let alice = app.register("Alice").await;
+    let bob = app.register("Bob").await;
+    let carol = app.register("Carol").await;
+    space(&app, &alice, &[&bob]).await;
+    let mut a = app.ws_auth(&alice).await;
+    a.hide_presence = false;
+    let presence = |ids: String| {
+        let (app, token) = (&app, alice.access.clone());
+        async move {
+            let r = app.get(&format!("/users/presence?ids={ids}"), Some(&token)).await;
+            r.expect(200, None);
+            r.body
+        }
+    };
+    assert_eq!(
+        presence(format!("{},{}", bob.id, carol.id)).await,
+        json!([{"userId": bob.id, "status": "OFFLINE"}]),
+        "Carol is not in Alice's profile audience"
+    );
+    let mut b = app.ws_auth(&bob).await;
+    b.hide_presence = false;
+    let f = a.expect("presence.onUpdate").await;
+    assert_eq!(f.data, json!({"userId": bob.id, "status": "ONLINE"}));
+    assert_eq!(presence(bob.id.clone()).await[0]["status"], "ONLINE");
+    // Bob's own sessions never get his presence.
+    assert!(b.events("presence.onUpdate").iter().all(|f| f.data["userId"] != bob.id));
+    // A reconnect within the debounce is not a transition.
+    b.kill();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b2 = app.ws_auth(&bob).await;
+    a.silent(Duration::from_millis(1000)).await;
+    // Gone for longer than the debounce: OFFLINE.
+    b2.kill();
+    let f = a.expect("presence.onUpdate").await;
+    assert_eq!(f.data, json!({"userId": bob.id, "status": "OFFLINE"}));
+    assert_eq!(presence(bob.id.clone()).await[0]["status"], "OFFLINE");
+    // Alice's self-query works.
+    assert_eq!(presence(alice.id.clone()).await[0]["status"], "ONLINE");
+    // Validation.
+    for bad in ["", "nope", &vec![bob.id.clone(); 101].join(",")] {
+        app.get(&format!("/users/presence?ids={bad}"), Some(&alice.access))
+            .await
+            .expect(400, Some("InvalidQuery"));
+    }
+    let many: Vec<String> = (0..101).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    app.get(&format!("/users/presence?ids={}", many.join(",")), Some(&alice.access))
+        .await
+        .expect(400, Some("InvalidQuery"));
+    app.get("/users/presence?ids=x", None).await.expect(401, None);
+}
+
+#[tokio::test]
+async fn metrics_cover_the_gateway() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("Alice").await;
+    let mut c = app.ws_auth(&alice).await;
+    app.patch("/users/me", Some(&alice.access), json!({"name": "A"}))
+        .await
+        .expect(200, None);
+    c.expect("users.onUpdate").await;
+    let mut bad = app.ws_open("").await;
+    let (_, r) = bad.resume(&alice.access, &uuid::Uuid::now_v7().to_string(), 0).await;
+    assert_eq!(r.op, "invalidSession");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let text = app.get("/metrics", None).await.text;
+    for name in [
+        "alterego_ws_connections",
+        "alterego_ws_sessions{state=\"attached\"}",
+        "alterego_ws_sessions{state=\"detached\"}",
+        "alterego_events_published_total",
+        "alterego_events_delivered_total",
+        "alterego_ws_resumes_total{result=\"failed\"}",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+}

@@ -169,15 +169,16 @@ async fn presence(
         )
     };
     let raw = q.ids.unwrap_or_default();
-    let mut ids: Vec<UserId> = Vec::new();
-    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    let parts: Vec<&str> = raw.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() || parts.len() > 100 {
+        return Err(invalid());
+    }
+    let mut ids: Vec<UserId> = Vec::with_capacity(parts.len());
+    for part in parts {
         let id: UserId = part.parse().map_err(|_| invalid())?;
         if !ids.contains(&id) {
             ids.push(id);
         }
-    }
-    if ids.is_empty() || ids.len() > 100 {
-        return Err(invalid());
     }
     let visible = relations::profile_audience_of(&state.db, auth.user_id, &ids).await?;
     let ids: Vec<UserId> = ids.into_iter().filter(|id| visible.contains(id)).collect();
