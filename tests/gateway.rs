@@ -1026,3 +1026,195 @@ async fn metrics_cover_the_gateway() {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
 }
+
+// ----- the chaos test -------------------------------------------------------------------------
+
+/// What one chaos reader ended with.
+struct ChaosOutcome {
+    got: std::collections::HashSet<String>,
+    told: bool,
+    resumes: u32,
+    moved: u32,
+    /// (instance, seq resumed from, frames replayed, when) of each resume.
+    history: Vec<(usize, u64, usize, std::time::Instant)>,
+}
+
+/// Reads messages while killing its own socket at random and resuming on a random instance.
+async fn chaos_reader(
+    servers: [std::sync::Arc<TestApp>; 2],
+    user: TestUser,
+    (mut at, mut client): (usize, WsClient),
+    seed: u64,
+    total: usize,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) -> ChaosOutcome {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = ChaosOutcome {
+        got: Default::default(),
+        told: false,
+        resumes: 0,
+        moved: 0,
+        history: Vec::new(),
+    };
+    let take = |out: &mut ChaosOutcome, f: &common::ws::Frame| match f.op.as_str() {
+        "messages.onCreate" => {
+            let id = id(&f.data);
+            assert!(out.got.insert(id.clone()), "{} got {id} twice", user.name);
+        }
+        "resync" | "invalidSession" => out.told = true,
+        _ => {}
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(100);
+    loop {
+        if *done.borrow_and_update() && (out.got.len() == total || out.told) {
+            return out;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!("{} stalled at {}; resumes: {:?}", user.name, out.got.len(), out.history);
+            return out;
+        }
+        let kill = match client.read(Duration::from_millis(100)).await {
+            Read::Frame(f) => {
+                take(&mut out, &f);
+                rng.random_ratio(1, 120)
+            }
+            Read::Timeout => false,
+            Read::Closed(code) => {
+                assert!(matches!(code, Some(4010) | None), "closed with {code:?}");
+                true
+            }
+        };
+        if !kill {
+            continue;
+        }
+        let (session, seq) = (client.session_id.clone().unwrap(), client.seq);
+        client.kill();
+        if rng.random_ratio(1, 3) {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..60))).await;
+        }
+        let next = rng.random_range(0..2usize);
+        if next != at {
+            out.moved += 1;
+        }
+        at = next;
+        let mut fresh = servers[at].ws_open("").await;
+        let (replayed, r) = fresh.resume(&user.access, &session, seq).await;
+        out.history.push((at, seq, replayed.len(), std::time::Instant::now()));
+        for f in &replayed {
+            take(&mut out, f);
+        }
+        take(&mut out, &r);
+        if r.op == "invalidSession" {
+            fresh.authenticate(&user.access).await;
+        } else {
+            out.resumes += 1;
+        }
+        client = fresh;
+    }
+}
+
+/// 2,000 messages while readers' sockets are killed at random and resume, half the time on
+/// the other instance: every reader ends with every message exactly once, or was told
+/// `invalidSession`/`resync`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_every_message_exactly_once_or_told() {
+    const TOTAL: usize = 2000;
+    const CHANNELS: usize = 4;
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let peer = std::sync::Arc::new(app.spawn_peer().await);
+    let owner = app.register("Owner").await;
+    let second = app.register("Second").await;
+    let mut readers = Vec::new();
+    for i in 0..6 {
+        readers.push(app.register(&format!("Reader {i}")).await);
+    }
+    let mut members: Vec<&TestUser> = readers.iter().collect();
+    members.push(&second);
+    let (sid, general) = space(&app, &owner, &members).await;
+    let mut channels = vec![general];
+    for i in 1..CHANNELS {
+        channels.push(channel(&app, &owner, &sid, &format!("c{i}")).await);
+    }
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for (i, user) in readers.into_iter().enumerate() {
+        let servers = [app.clone(), peer.clone()];
+        // Connected (`ready`) before the first message: events from then on must all arrive.
+        let at = i % 2;
+        let client = servers[at].ws_auth(&user).await;
+        let seed = 7 + i as u64;
+        tasks.push(tokio::spawn(chaos_reader(
+            servers,
+            user,
+            (at, client),
+            seed,
+            TOTAL,
+            done_rx.clone(),
+        )));
+    }
+    let start = std::time::Instant::now();
+    let mut senders = Vec::new();
+    for (i, cid) in channels.iter().enumerate() {
+        let (app, sid, cid) = (app.clone(), sid.clone(), cid.clone());
+        let author = if i % 2 == 0 { &owner } else { &second };
+        let author = TestUser {
+            id: author.id.clone(),
+            email: author.email.clone(),
+            name: author.name.clone(),
+            password: author.password.clone(),
+            access: author.access.clone(),
+            refresh: author.refresh.clone(),
+        };
+        senders.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..TOTAL / CHANNELS {
+                ids.push(send(&app, &author, &sid, &cid, &format!("{i}:{n}")).await);
+            }
+            ids
+        }));
+    }
+    let mut all = std::collections::HashSet::new();
+    let mut order = Vec::new();
+    for s in senders {
+        let ids = s.await.unwrap();
+        order.push(ids.clone());
+        all.extend(ids);
+    }
+    assert_eq!(all.len(), TOTAL);
+    let sent_in = start.elapsed();
+    done_tx.send(true).unwrap();
+    let (mut complete, mut resumes, mut moved) = (0, 0, 0);
+    for t in tasks {
+        let out = t.await.unwrap();
+        assert!(out.got.is_subset(&all));
+        if !out.told && out.got.len() != TOTAL {
+            for (c, ids) in order.iter().enumerate() {
+                let missing: Vec<usize> = ids
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| !out.got.contains(*m))
+                    .map(|(i, _)| i)
+                    .collect();
+                eprintln!("channel {c}: missing {missing:?}");
+            }
+        }
+        if !out.told {
+            assert_eq!(out.got.len(), TOTAL, "silent loss");
+            complete += 1;
+        }
+        resumes += out.resumes;
+        moved += out.moved;
+    }
+    println!(
+        "chaos: {TOTAL} messages in {sent_in:?}, {resumes} resumes ({moved} across instances), \
+         {complete}/6 readers complete without being told, total {:?}",
+        start.elapsed()
+    );
+    assert!(resumes >= 20, "too few resumes to mean anything: {resumes}");
+    assert!(moved >= 5, "too few take-overs: {moved}");
+    assert!(
+        complete >= 1,
+        "every reader was told to resync: the test proves nothing"
+    );
+}

@@ -122,6 +122,10 @@ pub(super) struct TakeoverReply {
     pub reason: Option<InvalidReason>,
     pub last_seq: u64,
     pub frames: Vec<WireReplay>,
+    /// Events the client already has (`seq` ≤ the requested one): the new owner must not
+    /// deliver them again from its buffer.
+    #[serde(default)]
+    pub delivered: Vec<Uuid>,
 }
 
 /// A registered session: resolves once its subscriptions are in effect and its user's state is
@@ -909,6 +913,7 @@ impl Hub {
             reason: Some(reason),
             last_seq: 0,
             frames: Vec::new(),
+            delivered: Vec::new(),
         };
         let Some(session) = self.sessions.get(&req.session_id) else {
             return fail(InvalidReason::Unknown);
@@ -939,6 +944,7 @@ impl Hub {
             reason: None,
             last_seq: session.seq,
             frames,
+            delivered: session.delivered_ids(req.seq),
         };
         let (user, auth) = (session.user, session.auth);
         let _ = inner
@@ -964,7 +970,7 @@ impl Hub {
             return Err(InvalidReason::Unknown);
         };
         let now = Instant::now();
-        let mut seen: HashSet<Uuid> = HashSet::new();
+        let mut seen: HashSet<Uuid> = reply.delivered.iter().copied().collect();
         let entries: Vec<Replay> = reply
             .frames
             .into_iter()

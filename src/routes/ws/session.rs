@@ -427,6 +427,17 @@ impl Session {
         Some(out)
     }
 
+    /// Ids of the events still held with `seq` ≤ `seq` (already delivered to the client).
+    pub fn delivered_ids(&self, seq: u64) -> Vec<Uuid> {
+        self.ring
+            .iter()
+            .filter_map(|e| match e {
+                Replay::Event { seq: s, event, .. } if *s <= seq => Some(event.id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Restores the state handed over by another instance.
     pub fn restore(&mut self, last_seq: u64, entries: Vec<Replay>) {
         self.seq = last_seq;
