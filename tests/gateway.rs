@@ -1218,3 +1218,30 @@ async fn chaos_every_message_exactly_once_or_told() {
         "every reader was told to resync: the test proves nothing"
     );
 }
+
+#[tokio::test]
+async fn upgrades_count_against_ws_connect() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = TestApp::spawn().await;
+    let connect = || async {
+        let mut req = format!("ws://{}/ws", app.addr).into_client_request().unwrap();
+        req.headers_mut()
+            .insert("x-forwarded-for", "10.77.0.1".parse().unwrap());
+        tokio_tungstenite::connect_async(req).await
+    };
+    for _ in 0..30 {
+        let (ws, _) = connect().await.expect("within the bucket");
+        drop(ws);
+    }
+    match connect().await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), 429);
+            assert_eq!(res.headers()["x-ratelimit-bucket"], "ws-connect");
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+    // A plain GET is not an upgrade; the REST bucket layer does not apply to /ws.
+    let r = app.get("/ws", None).await;
+    r.expect(400, Some("ValidationFailed"));
+    assert!(r.header("x-ratelimit-bucket").is_none());
+}

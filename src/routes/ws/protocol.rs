@@ -322,6 +322,24 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// `decode` is total: arbitrary text and arbitrary JSON-ish text never panic, and a
+        /// decoded `ping` echoes valid JSON (the fuzz target checks the same, at length).
+        #[test]
+        fn decode_never_panics(text in ".{0,300}", op in "[a-z.]{0,14}", data in ".{0,80}") {
+            let _ = decode(&text);
+            for frame in [
+                format!(r#"{{"op":"{op}","data":{data}}}"#),
+                format!(r#"{{"op":{data}}}"#),
+                format!(r#"{{"op":"ping","data":{{"message":{data}}}}}"#),
+            ] {
+                if let Ok(Command::Ping { data }) = decode(&frame) {
+                    proptest::prop_assert!(serde_json::from_str::<serde_json::Value>(&pong(&data)).is_ok());
+                }
+            }
+        }
+    }
+
     #[test]
     fn control_frames() {
         assert_eq!(
