@@ -95,6 +95,12 @@ pub struct Config {
     pub media_gc_grace: Duration,
     pub ws_heartbeat_interval: Duration,
     pub ws_resume_window: Duration,
+    /// How long a new `/ws` connection may take to authenticate (spec §7.3: 10 s). Fixed by the
+    /// spec, not read from the environment; tests shorten it.
+    pub ws_auth_timeout: Duration,
+    /// How long a user without attached sessions stays ONLINE (spec §12.8: 15 s). Fixed by the
+    /// spec, not read from the environment; tests shorten it.
+    pub presence_offline_debounce: Duration,
     pub shutdown_drain: Duration,
     pub request_timeout: Duration,
     /// `RATE_LIMITS=off` disables every REST bucket (benchmarks only; refused in production).
@@ -291,6 +297,8 @@ impl Config {
             media_gc_grace: r.secs("MEDIA_GC_GRACE", 86_400)?,
             ws_heartbeat_interval: Duration::from_millis(r.num("WS_HEARTBEAT_INTERVAL_MS", 30_000u64)?),
             ws_resume_window: Duration::from_millis(r.num("WS_RESUME_WINDOW_MS", 120_000u64)?),
+            ws_auth_timeout: Duration::from_secs(10),
+            presence_offline_debounce: Duration::from_secs(15),
             shutdown_drain: r.secs("SHUTDOWN_DRAIN", 30)?,
             request_timeout: r.secs("REQUEST_TIMEOUT", 30)?,
             log_format,

@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(routes::meta::ops_router())
         .merge(routes::media::router(&state.config))
+        .merge(routes::ws::router())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(
@@ -96,8 +97,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     spawn_janitor(state.clone());
     spawn_media_gc(state.clone());
+    let gateway = state.gateway.clone();
     let service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app(state));
-    axum::serve(listener, service).with_graceful_shutdown(shutdown).await
+    let served = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
+    // In-flight REST requests have finished; now the sockets (spec §8.6). Upgraded connections
+    // are not held by axum's graceful shutdown: the gateway closes them itself.
+    gateway.shutdown().await;
+    served
 }
 
 /// Periodic clean-up of rows that can never be used again.

@@ -16,6 +16,7 @@ use crate::functions::media::{MediaStore, StoreError};
 use crate::functions::passwords::Hasher;
 use crate::functions::rate_limit::RateLimiter;
 use crate::functions::verification::{NetworkProbe, SharedProbe};
+use crate::routes::ws::Gateway;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -37,6 +38,8 @@ pub struct AppState {
     /// DNS TXT and well-known look-ups of custom-domain verification. Tests replace it before
     /// serving to exercise the success paths without the internet.
     pub domain_probe: SharedProbe,
+    /// The `/ws` gateway: sessions, the hub, presence (spec §7, §8).
+    pub gateway: Gateway,
     draining: Arc<AtomicBool>,
 }
 
@@ -72,11 +75,14 @@ impl AppState {
         };
         let media = MediaStore::from_config(&config).await?;
         let handle_keys = Arc::new(HandleKeys::from_config(&config)?);
+        let config = Arc::new(config);
+        let gateway = Gateway::start(config.clone(), db.clone(), bus.clone(), redis.clone());
         Ok(AppState {
             jwt: JwtKeys::new(&config.jwt_secret, &config.jwt_issuer),
             hasher: Hasher::new(config.bcrypt_cost)?,
             metrics: crate::middlewares::metrics::recorder(),
-            config: Arc::new(config),
+            config,
+            gateway,
             db,
             redis,
             bus,

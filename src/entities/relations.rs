@@ -236,3 +236,25 @@ pub async fn can_see_profile(db: impl PgExecutor<'_>, viewer: UserId, target: Us
     .fetch_one(db)
     .await?)
 }
+
+/// Which of `targets` are in `viewer`'s profile audience (spec §7.8): `viewer` themself, users
+/// sharing a space with them, and users with a `FRIEND` or pending-request row in either
+/// direction (a block removes the blocked side's row, so blocked pairs only count through a
+/// shared space).
+pub async fn profile_audience_of(
+    db: impl PgExecutor<'_>,
+    viewer: UserId,
+    targets: &[UserId],
+) -> Result<Vec<UserId>, Error> {
+    let targets: Vec<Uuid> = targets.iter().map(|t| t.0).collect();
+    Ok(sqlx::query_scalar(
+        "SELECT t FROM unnest($2::uuid[]) AS t WHERE t = $1 \
+         OR EXISTS (SELECT 1 FROM members a JOIN members b ON a.space_id = b.space_id WHERE a.user_id = $1 AND b.user_id = t) \
+         OR EXISTS (SELECT 1 FROM relationships r WHERE ((r.user_id = $1 AND r.relation_id = t) OR (r.user_id = t AND r.relation_id = $1)) \
+                    AND r.state IN ('FRIEND', 'INCOMING_REQUEST', 'OUTGOING_REQUEST'))",
+    )
+    .bind(viewer)
+    .bind(targets)
+    .fetch_all(db)
+    .await?)
+}

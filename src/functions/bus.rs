@@ -7,6 +7,7 @@
 //! per-session `seq` into those bytes rather than re-serialising.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,9 +45,41 @@ impl Topic {
     pub fn space(id: Uuid) -> Self {
         Topic(format!("space:{id}").into())
     }
+    /// Control messages for one instance (spec §8.3 `instance:{instanceId}`: resume take-over).
+    pub fn instance(id: Uuid) -> Self {
+        Topic(format!("instance:{id}").into())
+    }
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// What the topic is about (the inverse of the constructors).
+    pub fn kind(&self) -> TopicKind {
+        let Some((kind, id)) = self.0.split_once(':') else {
+            return TopicKind::Other;
+        };
+        let Ok(id) = Uuid::parse_str(id) else {
+            return TopicKind::Other;
+        };
+        match kind {
+            "user" => TopicKind::User(UserId(id)),
+            "profile" => TopicKind::Profile(UserId(id)),
+            "session" => TopicKind::Session(SessionId(id)),
+            "space" => TopicKind::Space(id),
+            "instance" => TopicKind::Instance(id),
+            _ => TopicKind::Other,
+        }
+    }
+}
+
+/// A parsed [`Topic`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicKind {
+    User(UserId),
+    Profile(UserId),
+    Session(SessionId),
+    Space(Uuid),
+    Instance(Uuid),
+    Other,
 }
 
 impl std::fmt::Display for Topic {
@@ -155,20 +188,33 @@ impl Bus {
     /// Subscribes this process to a topic; returns once the subscription is in effect, so an
     /// event published afterwards (on any instance) is received.
     pub async fn subscribe(&self, topic: &Topic) {
+        self.subscribe_now(topic).await
+    }
+
+    /// Registers a subscription immediately, in call order with every other (un)subscription,
+    /// and returns a future that resolves once it is in effect. Lets a caller holding a lock
+    /// register without awaiting.
+    pub fn subscribe_now(&self, topic: &Topic) -> impl Future<Output = ()> + Send + 'static {
         let first = {
             let mut topics = self.inner.topics.lock().unwrap_or_else(|p| p.into_inner());
             let n = topics.entry(topic.clone()).or_insert(0);
             *n += 1;
             *n == 1
         };
-        if let Backend::Redis { commands, .. } = &self.inner.backend {
-            let (ack, done) = oneshot::channel();
-            let cmd = if first {
-                SubCommand::Subscribe(topic.clone(), ack)
-            } else {
-                SubCommand::Barrier(ack)
-            };
-            if commands.send(cmd).is_ok() {
+        let done = match &self.inner.backend {
+            Backend::Redis { commands, .. } => {
+                let (ack, done) = oneshot::channel();
+                let cmd = if first {
+                    SubCommand::Subscribe(topic.clone(), ack)
+                } else {
+                    SubCommand::Barrier(ack)
+                };
+                commands.send(cmd).is_ok().then_some(done)
+            }
+            Backend::InProcess => None,
+        };
+        async move {
+            if let Some(done) = done {
                 let _ = done.await;
             }
         }
@@ -176,6 +222,12 @@ impl Bus {
 
     /// Drops one subscription; the last one unsubscribes the process (returns once done).
     pub async fn unsubscribe(&self, topic: &Topic) {
+        self.unsubscribe_now(topic);
+        self.barrier().await
+    }
+
+    /// Drops one subscription immediately (in call order); the last one unsubscribes the process.
+    pub fn unsubscribe_now(&self, topic: &Topic) {
         let last = {
             let mut topics = self.inner.topics.lock().unwrap_or_else(|p| p.into_inner());
             match topics.get_mut(topic) {
@@ -191,13 +243,29 @@ impl Bus {
             }
         };
         if last && let Backend::Redis { commands, .. } = &self.inner.backend {
-            let (ack, done) = oneshot::channel();
-            if commands.send(SubCommand::Unsubscribe(topic.clone())).is_ok()
-                && commands.send(SubCommand::Barrier(ack)).is_ok()
-            {
+            let _ = commands.send(SubCommand::Unsubscribe(topic.clone()));
+        }
+    }
+
+    /// Resolves once every (un)subscription registered before this call is in effect.
+    pub fn barrier(&self) -> impl Future<Output = ()> + Send + 'static {
+        let done = match &self.inner.backend {
+            Backend::Redis { commands, .. } => {
+                let (ack, done) = oneshot::channel();
+                commands.send(SubCommand::Barrier(ack)).is_ok().then_some(done)
+            }
+            Backend::InProcess => None,
+        };
+        async move {
+            if let Some(done) = done {
                 let _ = done.await;
             }
         }
+    }
+
+    /// Whether this bus is shared through Redis (several instances).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.inner.backend, Backend::Redis { .. })
     }
 
     fn is_subscribed(&self, topic: &Topic) -> bool {
@@ -297,8 +365,12 @@ impl Outbox {
     }
 }
 
+/// Channels per SUBSCRIBE command when many are (re-)subscribed at once.
+const SUBSCRIBE_BATCH: usize = 512;
+
 /// Owns the one subscriber connection: applies (un)subscriptions, forwards messages, and on a
-/// lost connection reconnects, re-subscribes everything and tells consumers to resync.
+/// lost connection reconnects, re-subscribes everything and then tells consumers to resync
+/// (spec §8.4: events published during the gap are lost; from the resync on, none are).
 async fn subscriber_task(
     client: redis::Client,
     first: redis::aio::PubSub,
@@ -310,6 +382,7 @@ async fn subscriber_task(
     let mut wanted: HashMap<String, Topic> = HashMap::new();
     let mut conn = Some(first);
     let mut backoff = Duration::from_millis(100);
+    let mut lost = false;
     loop {
         let pubsub = match conn.take() {
             Some(c) => c,
@@ -325,38 +398,62 @@ async fn subscriber_task(
         };
         let (mut sink, mut stream) = pubsub.split();
         let mut healthy = true;
-        for channel in wanted.keys() {
-            if sink.subscribe(channel).await.is_err() {
+        let all: Vec<&String> = wanted.keys().collect();
+        for batch in all.chunks(SUBSCRIBE_BATCH) {
+            if sink.subscribe(batch).await.is_err() {
                 healthy = false;
                 break;
             }
         }
         if healthy {
             backoff = Duration::from_millis(100);
+            if lost {
+                tracing::info!(topics = wanted.len(), "bus subscriber reconnected; consumers resync");
+                let _ = inbound.send(Inbound::Resync);
+            }
         }
         while healthy {
             tokio::select! {
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { return };
-                    let res = match cmd {
-                        SubCommand::Subscribe(t, ack) => {
-                            let ch = format!("{channel_prefix}{t}");
-                            let r = sink.subscribe(&ch).await;
-                            wanted.insert(ch, t);
-                            let _ = ack.send(());
-                            r
+                    // Apply this command and every one already queued, batching subscriptions.
+                    let mut batch: Vec<String> = Vec::new();
+                    let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+                    let mut next = Some(cmd);
+                    while let Some(cmd) = next.take() {
+                        match cmd {
+                            SubCommand::Subscribe(t, ack) => {
+                                let ch = format!("{channel_prefix}{t}");
+                                wanted.insert(ch.clone(), t);
+                                batch.push(ch);
+                                acks.push(ack);
+                            }
+                            SubCommand::Barrier(ack) => acks.push(ack),
+                            SubCommand::Unsubscribe(t) => {
+                                let ch = format!("{channel_prefix}{t}");
+                                wanted.remove(&ch);
+                                if !batch.is_empty() {
+                                    healthy &= sink.subscribe(&batch).await.is_ok();
+                                    batch.clear();
+                                }
+                                healthy &= sink.unsubscribe(&ch).await.is_ok();
+                            }
                         }
-                        SubCommand::Barrier(ack) => {
-                            let _ = ack.send(());
-                            Ok(())
+                        if batch.len() >= SUBSCRIBE_BATCH {
+                            healthy &= sink.subscribe(&batch).await.is_ok();
+                            batch.clear();
                         }
-                        SubCommand::Unsubscribe(t) => {
-                            let ch = format!("{channel_prefix}{t}");
-                            wanted.remove(&ch);
-                            sink.unsubscribe(&ch).await
+                        if acks.len() < 4 * SUBSCRIBE_BATCH {
+                            next = commands.try_recv().ok();
                         }
-                    };
-                    healthy = res.is_ok();
+                    }
+                    if !batch.is_empty() {
+                        healthy &= sink.subscribe(&batch).await.is_ok();
+                    }
+                    // A failed command is applied again by the re-subscription after reconnect.
+                    for ack in acks {
+                        let _ = ack.send(());
+                    }
                 }
                 msg = stream.next() => {
                     let Some(msg) = msg else { break };
@@ -366,8 +463,8 @@ async fn subscriber_task(
                 }
             }
         }
-        tracing::warn!("bus subscriber lost its Redis connection; consumers must resync");
-        let _ = inbound.send(Inbound::Resync);
+        tracing::warn!("bus subscriber lost its Redis connection; reconnecting");
+        lost = true;
         tokio::time::sleep(backoff).await;
     }
 }

@@ -396,6 +396,12 @@ async fn set_override(
     let after = access::visibility(&mut tx, p.space_id, None).await?;
     let all = channels::list(&mut *tx, p.space_id).await?;
     let mut outbox = Outbox::new();
+    // Keeps the gateway's view of the space current (never delivered), before the Δvis events.
+    outbox.push(
+        Topic::space(p.space_id.0),
+        crate::routes::ws::view::OVERRIDE_SET,
+        &row.wire(),
+    );
     visibility_events(&before, &after, &all, &mut outbox);
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(row.wire()))
@@ -424,6 +430,12 @@ async fn delete_override(
     let after = access::visibility(&mut tx, p.space_id, None).await?;
     let all = channels::list(&mut *tx, p.space_id).await?;
     let mut outbox = Outbox::new();
+    // Keeps the gateway's view of the space current (never delivered), before the Δvis events.
+    outbox.push(
+        Topic::space(p.space_id.0),
+        crate::routes::ws::view::OVERRIDE_DELETE,
+        &serde_json::json!({ "channelId": p.channel_id, "targetId": p.target_id }),
+    );
     visibility_events(&before, &after, &all, &mut outbox);
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(()))

@@ -16,6 +16,7 @@ pub mod relations;
 pub mod roles;
 pub mod spaces;
 pub mod users;
+pub mod ws;
 
 use aide::axum::ApiRouter;
 use aide::axum::routing::ApiMethodRouter;

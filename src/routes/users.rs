@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::entities::media;
 use crate::entities::users::{self, ProfileChange, UserExt};
 use crate::entities::{members, relations};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::functions::bus::Topic;
 use crate::functions::ids::UserId;
 use crate::functions::media::Store;
@@ -17,12 +17,22 @@ use crate::functions::patch::nullable;
 use crate::functions::{media_ref, validation};
 use crate::middlewares::auth::Auth;
 use crate::middlewares::json::Json;
-use crate::middlewares::path::Path;
+use crate::middlewares::path::{Path, Query};
 use crate::routes::RouterExt;
+use crate::routes::ws::protocol::Presence;
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
     ApiRouter::new()
+        .mikoto_route(
+            "/users/presence",
+            get_with(presence, |o| {
+                o.id("users.presence")
+                    .summary("Get Presence")
+                    .description("The presence of up to 100 users in the caller's profile audience.")
+                    .tag("Users")
+            }),
+        )
         .mikoto_route(
             "/users/{userId}",
             get_with(get_user, |o| o.id("users.get").summary("Get User").tag("Users")),
@@ -141,4 +151,41 @@ async fn announce_member_updates(state: &AppState, user: UserId) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct PresenceQuery {
+    /// 1–100 comma-separated user ids.
+    #[serde(default)]
+    pub ids: Option<String>,
+}
+
+/// `users.presence` (spec §4.17, §12.8): one entry per requested user in the caller's profile
+/// audience (the caller included), in request order; other ids are omitted.
+async fn presence(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(q): Query<PresenceQuery>,
+) -> Result<axum::Json<Vec<Presence>>> {
+    let invalid = || {
+        Error::new(
+            ErrorCode::InvalidQuery,
+            "`ids` must be 1 to 100 comma-separated user ids",
+        )
+    };
+    let raw = q.ids.unwrap_or_default();
+    let parts: Vec<&str> = raw.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() || parts.len() > 100 {
+        return Err(invalid());
+    }
+    let mut ids: Vec<UserId> = Vec::with_capacity(parts.len());
+    for part in parts {
+        let id: UserId = part.parse().map_err(|_| invalid())?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let visible = relations::profile_audience_of(&state.db, auth.user_id, &ids).await?;
+    let ids: Vec<UserId> = ids.into_iter().filter(|id| visible.contains(id)).collect();
+    Ok(axum::Json(state.gateway.presence(&ids).await))
 }

@@ -3,6 +3,8 @@
 //! capture. Tests run in parallel and never see each other's data.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -390,6 +392,9 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if self.db_name.is_empty() {
+            return; // A peer instance (`spawn_peer`): the database belongs to the first one.
         }
         let (admin_url, name) = (self.admin_url.clone(), self.db_name.clone());
         // Drop the database from a separate runtime: Drop cannot await.

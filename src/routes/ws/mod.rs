@@ -1,0 +1,548 @@
+//! The real-time gateway `GET /ws` (spec §7, §8; DESIGN.md "One binary, four surfaces").
+//!
+//! - `protocol`: inbound frame decoding and control payloads;
+//! - `session`: sessions, `seq`, replay rings, bounded outbound queues;
+//! - `view`: the in-memory state of a space that delivery authorization reads;
+//! - `hub`: topic → local sessions, delivery authorization, resume and take-over;
+//! - `shared`: the session registry, presence and typing throttle (Redis or memory);
+//! - `connection`: one socket's state machine.
+//!
+//! The process holds one bus subscription (the bus multiplexes every topic); one dispatcher task
+//! applies its messages to the hub in order.
+
+pub mod connection;
+pub mod hub;
+pub mod protocol;
+pub mod session;
+pub mod shared;
+pub mod view;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use uuid::Uuid;
+
+use self::hub::{Hub, LocalResume, TakeoverReply, TakeoverRequest, TypingTarget};
+use self::protocol::{InvalidReason, Presence, PresenceStatus, ReadyPayload, TypingUpdate};
+use self::session::{Close, Conn, Item, Session};
+use self::shared::{Entry, Shared};
+use crate::config::Config;
+use crate::entities::sessions::{self, SessionState};
+use crate::error::Error;
+use crate::functions::bus::{Bus, Inbound, Topic};
+use crate::functions::ids::{ChannelId, SessionId, UserId};
+use crate::functions::rate_limit::Bucket;
+use crate::middlewares::auth::Auth;
+use crate::middlewares::client_ip::ClientIp;
+use crate::state::AppState;
+
+/// How long a resume waits for the owning instance to hand a session over (spec §8.5).
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long authentication may take to load the user's state before giving up (4000).
+const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The gateway: shared by every connection and the dispatcher. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    instance: Uuid,
+    config: Arc<Config>,
+    db: sqlx::PgPool,
+    bus: Bus,
+    shared: Shared,
+    hub: Mutex<Hub>,
+    presence: mpsc::UnboundedSender<PresenceCmd>,
+    registry: mpsc::UnboundedSender<RegistryCmd>,
+    takeovers: Mutex<HashMap<Uuid, oneshot::Sender<TakeoverReply>>>,
+    draining: AtomicBool,
+    open: AtomicUsize,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Hub> {
+        self.hub.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Presence changes of local users (processed in order by one task).
+pub(crate) enum PresenceCmd {
+    /// The user's first attached session on this instance.
+    Attached(UserId),
+    /// The user's last attached session on this instance went away.
+    Detached(UserId),
+    /// The users attached here now (periodic report renewal).
+    Refresh(Vec<UserId>),
+}
+
+/// Session registry writes (processed in order by one task).
+pub(crate) enum RegistryCmd {
+    Attached(Uuid, UserId, Option<SessionId>),
+    Detached(Uuid, UserId, Option<SessionId>),
+    /// Handed over to another instance.
+    Moved(Uuid, UserId, Option<SessionId>, Uuid),
+    Remove(Uuid),
+    Refresh(Vec<Uuid>),
+}
+
+/// A resumed session: how many frames were replayed.
+pub struct Resumed {
+    pub replayed: u64,
+}
+
+impl Gateway {
+    /// Starts the gateway's tasks: the dispatcher (one bus stream for the whole process),
+    /// housekeeping, presence and the registry writer.
+    pub fn start(
+        config: Arc<Config>,
+        db: sqlx::PgPool,
+        bus: Bus,
+        redis: Option<redis::aio::ConnectionManager>,
+    ) -> Self {
+        let (presence_tx, presence_rx) = mpsc::unbounded_channel();
+        let (registry_tx, registry_rx) = mpsc::unbounded_channel();
+        let inbound = bus.inbound();
+        let instance = Uuid::now_v7();
+        let inner = Arc::new(Inner {
+            instance,
+            shared: Shared::new(redis, config.redis_prefix.clone()),
+            config,
+            db,
+            bus,
+            hub: Mutex::new(Hub::default()),
+            presence: presence_tx,
+            registry: registry_tx,
+            takeovers: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            open: AtomicUsize::new(0),
+        });
+        if inner.bus.is_shared() {
+            drop(inner.bus.subscribe_now(&Topic::instance(instance)));
+        }
+        tokio::spawn(dispatcher(Arc::downgrade(&inner), inbound));
+        tokio::spawn(housekeeping(Arc::downgrade(&inner)));
+        tokio::spawn(presence_task(Arc::downgrade(&inner), presence_rx));
+        tokio::spawn(registry_task(Arc::downgrade(&inner), registry_rx));
+        Gateway { inner }
+    }
+
+    /// This process's instance id (spec §8.2).
+    pub fn instance_id(&self) -> Uuid {
+        self.inner.instance
+    }
+
+    /// Sessions held by this instance (attached or detached).
+    pub fn session_count(&self) -> usize {
+        self.inner.lock().session_count()
+    }
+
+    /// Whether a session held here is attached to a connection (`None`: not held here).
+    pub fn is_attached(&self, session: Uuid) -> Option<bool> {
+        self.inner.lock().is_attached(session)
+    }
+
+    /// Open WebSocket connections on this instance.
+    pub fn open_connections(&self) -> usize {
+        self.inner.open.load(Ordering::SeqCst)
+    }
+
+    /// `authenticate` (spec §7.3): creates a session attached to `conn`, with `ready` queued
+    /// first; returns once every subscription is in effect and the user's state is loaded.
+    pub async fn authenticate(&self, auth: Auth, conn: &Arc<Conn>) -> Result<Uuid, Close> {
+        let inner = &self.inner;
+        let user = crate::entities::users::get_ext(&inner.db, auth.user_id)
+            .await
+            .map_err(|_| Close::UNKNOWN)?
+            .ok_or(Close::AUTH_FAILED)?;
+        let sid = Uuid::now_v7();
+        let ready = protocol::control(
+            "ready",
+            &ReadyPayload {
+                session_id: sid,
+                heartbeat_interval_ms: millis(inner.config.ws_heartbeat_interval),
+                resume_window_ms: millis(inner.config.ws_resume_window),
+                user,
+            },
+        );
+        conn.push(Item::Control(Utf8Bytes::from(ready)));
+        let added = {
+            let mut hub = inner.lock();
+            hub.add_session(
+                inner,
+                Session::new(sid, auth.user_id, auth.session_id, Some(conn.clone())),
+            )
+        };
+        let loaded = tokio::time::timeout(LOAD_TIMEOUT, async {
+            added.subscribed.await;
+            match added.ready {
+                None => true,
+                Some(rx) => rx.await.unwrap_or(false),
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if !loaded {
+            self.inner.lock().destroy_session(inner, sid, true);
+            return Err(Close::UNKNOWN);
+        }
+        // A revocation published before the session topic was subscribed was missed: check.
+        if let Some(auth_session) = auth.session_id
+            && !self.auth_session_live(auth.user_id, auth_session).await
+        {
+            self.inner.lock().destroy_session(inner, sid, true);
+            return Err(Close::AUTH_FAILED);
+        }
+        Ok(sid)
+    }
+
+    async fn auth_session_live(&self, user: UserId, auth: SessionId) -> bool {
+        matches!(
+            sessions::state(&self.inner.db, user, auth).await,
+            Ok(SessionState::Live)
+        )
+    }
+
+    /// `resume` (spec §7.6, §8.5): on success the replay and `resumed` are queued on `conn`.
+    pub async fn resume(&self, auth: Auth, sid: Uuid, seq: u64, conn: &Arc<Conn>) -> Result<Resumed, InvalidReason> {
+        let result = self.try_resume(auth, sid, seq, conn).await;
+        let outcome = if result.is_ok() { "succeeded" } else { "failed" };
+        metrics::counter!("alterego_ws_resumes_total", "result" => outcome).increment(1);
+        result
+    }
+
+    async fn try_resume(&self, auth: Auth, sid: Uuid, seq: u64, conn: &Arc<Conn>) -> Result<Resumed, InvalidReason> {
+        let inner = &self.inner;
+        let found = inner.lock().find_for_resume(sid, auth.user_id);
+        match found {
+            LocalResume::Failed(reason) => Err(reason),
+            LocalResume::Found { auth: owner } => {
+                if let Some(a) = owner
+                    && !self.auth_session_live(auth.user_id, a).await
+                {
+                    return Err(InvalidReason::Expired);
+                }
+                let replayed = inner.lock().resume_local(inner, sid, auth.user_id, seq, conn)?;
+                Ok(Resumed { replayed })
+            }
+            LocalResume::NotHere => self.take_over(auth, sid, seq, conn).await,
+        }
+    }
+
+    /// Resume of a session another instance owns (spec §8.5).
+    async fn take_over(&self, auth: Auth, sid: Uuid, seq: u64, conn: &Arc<Conn>) -> Result<Resumed, InvalidReason> {
+        let inner = &self.inner;
+        if !inner.bus.is_shared() {
+            return Err(InvalidReason::Unknown);
+        }
+        let entry: Entry = inner.shared.lookup(sid).await.ok_or(InvalidReason::Unknown)?;
+        if entry.user != auth.user_id {
+            return Err(InvalidReason::UserMismatch);
+        }
+        if entry.instance == inner.instance {
+            return Err(InvalidReason::Unknown);
+        }
+        if let Some(a) = entry.auth
+            && !self.auth_session_live(entry.user, a).await
+        {
+            return Err(InvalidReason::Expired);
+        }
+        // 2. Subscribe to the session's topics and buffer live events (keyed by event id).
+        let added = {
+            let mut hub = inner.lock();
+            if !matches!(hub.find_for_resume(sid, auth.user_id), LocalResume::NotHere) {
+                return Err(InvalidReason::Unknown);
+            }
+            let mut placeholder = Session::new(sid, entry.user, entry.auth, None);
+            placeholder.pending = Some(session::Pending::default());
+            hub.add_session(inner, placeholder)
+        };
+        let fail = |reason| {
+            inner.lock().destroy_session(inner, sid, false);
+            Err(reason)
+        };
+        let loaded = tokio::time::timeout(LOAD_TIMEOUT, async {
+            added.subscribed.await;
+            match added.ready {
+                None => true,
+                Some(rx) => rx.await.unwrap_or(false),
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if !loaded {
+            return fail(InvalidReason::Unknown);
+        }
+        // 3. Ask the owner; 6. give up after 2 s.
+        let request_id = Uuid::now_v7();
+        let (tx, rx) = oneshot::channel();
+        inner
+            .takeovers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request_id, tx);
+        let request = TakeoverRequest {
+            request_id,
+            session_id: sid,
+            seq,
+            from: inner.instance,
+        };
+        inner
+            .bus
+            .publish(&Topic::instance(entry.instance), "takeover.request", &request)
+            .await;
+        let reply = tokio::time::timeout(TAKEOVER_TIMEOUT, rx).await;
+        inner
+            .takeovers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&request_id);
+        let reply = match reply {
+            Ok(Ok(r)) if r.ok => r,
+            Ok(Ok(r)) => return fail(r.reason.unwrap_or(InvalidReason::Unknown)),
+            _ => return fail(InvalidReason::Unknown),
+        };
+        // 5. Replay, `resumed`, then the buffered live events not in the replay.
+        let done = inner.lock().complete_takeover(inner, sid, reply, conn);
+        match done {
+            Ok(replayed) => Ok(Resumed { replayed }),
+            Err(reason) => fail(reason),
+        }
+    }
+
+    /// The socket of a session went away (`end`: the session ends with it).
+    pub fn detach(&self, sid: Uuid, conn: &Arc<Conn>, end: bool) {
+        let inner = &self.inner;
+        inner.lock().detach(inner, sid, conn, end);
+    }
+
+    /// `typing.start` (spec §7.4): checked against local state, throttled across instances.
+    pub async fn typing(&self, user: UserId, channel: ChannelId) {
+        let inner = &self.inner;
+        let target = inner.lock().typing_target(user, channel);
+        let Some(target) = target else {
+            return;
+        };
+        if !inner.shared.typing_allowed(user, channel).await {
+            return;
+        }
+        let data = TypingUpdate {
+            channel_id: channel,
+            user_id: user,
+        };
+        match target {
+            TypingTarget::Space(space) => {
+                inner
+                    .bus
+                    .publish(&Topic::space(space.0), "typing.onUpdate", &data)
+                    .await;
+            }
+            TypingTarget::Dm(other) => {
+                inner.bus.publish(&Topic::user(user), "typing.onUpdate", &data).await;
+                inner.bus.publish(&Topic::user(other), "typing.onUpdate", &data).await;
+            }
+        }
+    }
+
+    /// The presence of each of `users`, in order (spec §12.8).
+    pub async fn presence(&self, users: &[UserId]) -> Vec<Presence> {
+        let online = self.inner.shared.online(users).await;
+        users
+            .iter()
+            .zip(online)
+            .map(|(u, on)| Presence {
+                user_id: *u,
+                status: if on {
+                    PresenceStatus::Online
+                } else {
+                    PresenceStatus::Offline
+                },
+            })
+            .collect()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Graceful shutdown (spec §8.6, after in-flight REST requests finished): sockets close with
+    /// 1001 and sessions stay resumable; take-over requests are served until no session is left
+    /// here, the resume window passes, or `SHUTDOWN_DRAIN` does.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.draining.store(true, Ordering::SeqCst);
+        inner.lock().close_all(inner);
+        let drain = inner.config.shutdown_drain.min(inner.config.ws_resume_window);
+        let deadline = tokio::time::Instant::now() + drain;
+        // Give the sockets their close frames.
+        let flushed = tokio::time::Instant::now() + drain.min(Duration::from_secs(2));
+        while inner.open.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < flushed {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !inner.bus.is_shared() {
+            return; // No other instance can take a session over.
+        }
+        while inner.lock().session_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Applies the bus stream to the hub, in order.
+async fn dispatcher(inner: std::sync::Weak<Inner>, mut inbound: broadcast::Receiver<Inbound>) {
+    loop {
+        let msg = inbound.recv().await;
+        let Some(inner) = inner.upgrade() else { return };
+        match msg {
+            Ok(Inbound::Message(m)) => inner.lock().handle(&inner, &m.topic, m.payload),
+            Ok(Inbound::Resync) => inner.lock().resync(&inner),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "gateway fell behind the bus; sessions resync");
+                inner.lock().resync(&inner);
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn housekeeping(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let window = inner.config.ws_resume_window;
+        inner.lock().housekeeping(&inner, window);
+    }
+}
+
+async fn presence_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<PresenceCmd>) {
+    let debounce = match inner.upgrade() {
+        Some(i) => i.config.presence_offline_debounce,
+        None => return,
+    };
+    let mut tick = tokio::time::interval((debounce / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { return };
+                let Some(inner) = inner.upgrade() else { return };
+                match cmd {
+                    PresenceCmd::Attached(user) => {
+                        if inner.shared.presence_attach(inner.instance, user).await {
+                            publish_presence(&inner, user, PresenceStatus::Online).await;
+                        }
+                    }
+                    PresenceCmd::Detached(user) => inner.shared.presence_detach(inner.instance, user).await,
+                    PresenceCmd::Refresh(users) => inner.shared.presence_refresh(inner.instance, &users).await,
+                }
+            }
+            _ = tick.tick() => {
+                let Some(inner) = inner.upgrade() else { return };
+                for user in inner.shared.presence_sweep(debounce).await {
+                    publish_presence(&inner, user, PresenceStatus::Offline).await;
+                }
+            }
+        }
+    }
+}
+
+async fn publish_presence(inner: &Inner, user: UserId, status: PresenceStatus) {
+    let data = Presence { user_id: user, status };
+    inner
+        .bus
+        .publish(&Topic::profile(user), "presence.onUpdate", &data)
+        .await;
+}
+
+async fn registry_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<RegistryCmd>) {
+    while let Some(cmd) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        if !inner.bus.is_shared() {
+            continue;
+        }
+        let window = inner.config.ws_resume_window;
+        let entry = |user, auth, instance| Entry { user, auth, instance };
+        match cmd {
+            RegistryCmd::Attached(sid, user, auth) => {
+                inner
+                    .shared
+                    .put(sid, &entry(user, auth, inner.instance), true, window)
+                    .await
+            }
+            RegistryCmd::Detached(sid, user, auth) => {
+                inner
+                    .shared
+                    .put(sid, &entry(user, auth, inner.instance), false, window)
+                    .await
+            }
+            RegistryCmd::Moved(sid, user, auth, to) => {
+                inner.shared.put(sid, &entry(user, auth, to), true, window).await
+            }
+            RegistryCmd::Remove(sid) => inner.shared.remove(sid).await,
+            RegistryCmd::Refresh(sids) => inner.shared.refresh(&sids).await,
+        }
+    }
+}
+
+// ----- the route -------------------------------------------------------------------------
+
+/// `GET /ws`: a plain route (not in the REST rate-limit layer: it checks `ws-connect` itself).
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ws", get(upgrade))
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+async fn upgrade(State(state): State<AppState>, req: axum::extract::Request) -> Response {
+    let (mut parts, _body) = req.into_parts();
+    if state.is_draining() || state.gateway.is_draining() {
+        return Error::unavailable("This instance is shutting down").into_response();
+    }
+    let ip = ClientIp::from_parts(&parts, &state).0.to_string();
+    let decision = state.limiter.check(Bucket::WsConnect, &ip, 1).await;
+    if !decision.allowed {
+        metrics::counter!("alterego_rate_limited_total", "bucket" => decision.bucket).increment(1);
+        let mut res = Error::rate_limited(decision.retry_after.as_secs_f64()).into_response();
+        crate::middlewares::rate_limit::set_headers(res.headers_mut(), &decision);
+        return res;
+    }
+    let token = Query::<WsQuery>::try_from_uri(&parts.uri)
+        .ok()
+        .and_then(|q| q.0.token)
+        .filter(|t| !t.is_empty());
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return Error::new(
+                crate::error::ErrorCode::ValidationFailed,
+                format!("A WebSocket upgrade is required: {rejection}"),
+            )
+            .into_response();
+        }
+    };
+    ws.read_buffer_size(4096)
+        .write_buffer_size(4096)
+        .max_message_size(protocol::MAX_INBOUND_FRAME)
+        .max_frame_size(protocol::MAX_INBOUND_FRAME)
+        .on_upgrade(move |socket| connection::run(socket, state, token))
+}
