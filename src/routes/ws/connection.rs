@@ -54,27 +54,34 @@ impl Drop for OpenGuard {
 }
 
 pub async fn run(mut socket: WebSocket, state: AppState, token: Option<String>) {
-    let gateway = state.gateway.clone();
-    let _open = OpenGuard::new(&gateway);
+    let open = OpenGuard::new(&state.gateway);
     let conn = Conn::new();
     // Boxed: the authentication phase's state does not stay in an idle connection's task.
     let established = Box::pin(establish(&mut socket, &state, &conn, token)).await;
     let (sid, user) = match established {
         Ok(v) => v,
         Err(Stop::Close(close)) => {
-            send_close(&mut socket, close).await;
+            Box::pin(send_close(&mut socket, close)).await;
             return;
         }
         Err(Stop::Gone { .. }) => return,
     };
-    let end = match active(&mut socket, &state, &conn, user).await {
-        Stop::Close(close) => {
-            send_close(&mut socket, close).await;
-            false
-        }
-        Stop::Gone { normal } => normal,
-    };
-    gateway.detach(sid, &conn, end);
+    // The rest of the connection's life runs in a task of its own that holds only what an
+    // active connection needs (not the whole `AppState`, nor this function's state).
+    let heartbeat = state.config.ws_heartbeat_interval;
+    let gateway = state.gateway.clone();
+    drop(state);
+    tokio::spawn(async move {
+        let end = match active(&mut socket, &gateway, &conn, user, heartbeat).await {
+            Stop::Close(close) => {
+                Box::pin(send_close(&mut socket, close)).await;
+                false
+            }
+            Stop::Gone { normal } => normal,
+        };
+        gateway.detach(sid, &conn, end);
+        drop(open);
+    });
 }
 
 /// Sends a close frame, then waits (briefly) for the peer's: closing the TCP connection first
@@ -199,8 +206,14 @@ impl CommandRate {
 }
 
 /// `ACTIVE`: until the socket or the session ends.
-async fn active(socket: &mut WebSocket, state: &AppState, conn: &Arc<Conn>, user: UserId) -> Stop {
-    let heartbeat = state.config.ws_heartbeat_interval.max(Duration::from_millis(50));
+async fn active(
+    socket: &mut WebSocket,
+    gateway: &Gateway,
+    conn: &Arc<Conn>,
+    user: UserId,
+    heartbeat: Duration,
+) -> Stop {
+    let heartbeat = heartbeat.max(Duration::from_millis(50));
     // Dead after 75 s of silence with the default 30 s heartbeat (spec §7.9).
     let dead_after = heartbeat * 5 / 2;
     let start = Instant::now();
@@ -244,7 +257,7 @@ async fn active(socket: &mut WebSocket, state: &AppState, conn: &Arc<Conn>, user
                     Ok(Command::Ping { data }) => {
                         conn.push(super::session::Item::Control(Utf8Bytes::from(protocol::pong(&data))));
                     }
-                    Ok(Command::TypingStart { channel_id }) => state.gateway.typing(user, channel_id).await,
+                    Ok(Command::TypingStart { channel_id }) => Box::pin(gateway.typing(user, channel_id)).await,
                     // `authenticate`/`resume` once active, unknown ops, invalid data: ignored.
                     Ok(_) => {}
                 }
@@ -299,5 +312,32 @@ async fn write(socket: &mut WebSocket, conn: &Conn, messages: Vec<Message>) -> R
     tokio::select! {
         r = send => r.map_err(|_| Stop::Gone { normal: false }),
         close = closing => Err(Stop::Close(close)),
+    }
+}
+
+#[cfg(test)]
+async fn active_sized(mut socket: WebSocket, gateway: Gateway, conn: Arc<Conn>, user: UserId, heartbeat: Duration) {
+    active(&mut socket, &gateway, &conn, user, heartbeat).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size3<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    fn size5<A, B, C, D, E, F: std::future::Future>(_: fn(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn future_sizes() {
+        eprintln!("run: {}", size3(run));
+        eprintln!("active: {}", size5(active_sized));
+        eprintln!("websocket: {}", std::mem::size_of::<WebSocket>());
+        eprintln!("session: {}", std::mem::size_of::<super::super::session::Session>());
+        eprintln!("conn: {}", std::mem::size_of::<Conn>());
     }
 }

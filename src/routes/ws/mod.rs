@@ -45,6 +45,9 @@ use crate::middlewares::auth::Auth;
 use crate::middlewares::client_ip::ClientIp;
 use crate::state::AppState;
 
+/// The socket buffers (see `upgrade`).
+const READ_BUFFER: usize = 2048;
+const WRITE_BUFFER: usize = 4096;
 /// How long a resume waits for the owning instance to hand a session over (spec §8.5).
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long authentication may take to load the user's state before giving up (4000).
@@ -540,8 +543,10 @@ async fn upgrade(State(state): State<AppState>, req: axum::extract::Request) -> 
             .into_response();
         }
     };
-    ws.read_buffer_size(4096)
-        .write_buffer_size(4096)
+    // Small buffers for many idle sockets (DESIGN.md "WebSocket memory"): commands are a few
+    // hundred bytes; a larger inbound frame (≤ 8 KiB) grows the read buffer as it arrives.
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(protocol::MAX_INBOUND_FRAME)
         .max_frame_size(protocol::MAX_INBOUND_FRAME)
         .on_upgrade(move |socket| connection::run(socket, state, token))
