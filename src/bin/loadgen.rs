@@ -191,19 +191,42 @@ async fn drive(
             for _ in 0..per_worker {
                 let url = next_url();
                 let t = Instant::now();
-                let ok = match http.get(&url).bearer_auth(&token).send().await {
-                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                if ok {
-                    latencies.push(t.elapsed());
-                } else {
-                    errors += 1;
-                }
+                record(
+                    http.get(&url).bearer_auth(&token).send().await,
+                    t,
+                    &mut latencies,
+                    &mut errors,
+                )
+                .await;
             }
             (latencies, errors)
         }));
     }
+    collect(tasks, started).await
+}
+
+type Worker = tokio::task::JoinHandle<(Vec<Duration>, u64)>;
+
+/// Counts one request: its latency when it succeeded (body read), an error otherwise.
+async fn record(
+    res: reqwest::Result<reqwest::Response>,
+    started: Instant,
+    latencies: &mut Vec<Duration>,
+    errors: &mut u64,
+) {
+    let ok = match res {
+        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+        Err(_) => false,
+    };
+    if ok {
+        latencies.push(started.elapsed());
+    } else {
+        *errors += 1;
+    }
+}
+
+/// Gathers the workers' latencies and errors into one run.
+async fn collect(tasks: Vec<Worker>, started: Instant) -> Run {
     let mut run = Run {
         latencies: Vec::new(),
         errors: 0,
@@ -345,31 +368,13 @@ async fn send(opts: &Options) -> Result<(), Failure> {
                 n += 1;
                 let body = json!({"content": format!("loadgen {worker}/{n}")});
                 let t = Instant::now();
-                let ok = match http.post(&url).bearer_auth(&token).json(&body).send().await {
-                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                if ok {
-                    latencies.push(t.elapsed());
-                } else {
-                    errors += 1;
-                }
+                let res = http.post(&url).bearer_auth(&token).json(&body).send().await;
+                record(res, t, &mut latencies, &mut errors).await;
             }
             (latencies, errors)
         }));
     }
-    let mut run = Run {
-        latencies: Vec::new(),
-        errors: 0,
-        elapsed: Duration::ZERO,
-    };
-    for t in tasks {
-        if let Ok((l, e)) = t.await {
-            run.latencies.extend(l);
-            run.errors += e;
-        }
-    }
-    run.elapsed = started.elapsed();
+    let run = collect(tasks, started).await;
     run.report("send", json!({"concurrency": concurrency, "seconds": seconds}));
     Ok(())
 }
