@@ -1245,3 +1245,40 @@ async fn upgrades_count_against_ws_connect() {
     r.expect(400, Some("ValidationFailed"));
     assert!(r.header("x-ratelimit-bucket").is_none());
 }
+
+/// `/api.json` documents the gateway (spec §4.19): Mikoto's `websocket` key, NEW ops included,
+/// every schema resolvable.
+#[tokio::test]
+async fn the_api_document_describes_the_websocket() {
+    let app = TestApp::spawn_with(false, |_| {}).await;
+    let doc = app.get("/api.json", None).await.body;
+    let mikoto: Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/fixtures/mikoto-api.json").unwrap()).unwrap();
+    let ws = &doc["websocket"];
+    for kind in ["commands", "events"] {
+        for (op, schema) in mikoto["websocket"][kind].as_object().unwrap() {
+            assert!(ws[kind].get(op).is_some(), "{kind} {op} missing");
+            assert_eq!(&ws[kind][op], schema, "{kind} {op}");
+        }
+    }
+    for (kind, op) in [
+        ("commands", "authenticate"),
+        ("commands", "resume"),
+        ("events", "ready"),
+        ("events", "resumed"),
+        ("events", "invalidSession"),
+        ("events", "resync"),
+        ("events", "presence.onUpdate"),
+        ("events", "unreads.onUpdate"),
+    ] {
+        assert!(ws[kind].get(op).is_some(), "{kind} {op} missing");
+    }
+    for kind in ["commands", "events"] {
+        for (op, schema) in ws[kind].as_object().unwrap() {
+            if let Some(r) = schema["$ref"].as_str() {
+                let name = r.strip_prefix("#/components/schemas/").unwrap();
+                assert!(doc["components"]["schemas"].get(name).is_some(), "{op}: {r} unresolved");
+            }
+        }
+    }
+}

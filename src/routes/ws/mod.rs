@@ -11,6 +11,7 @@
 //! applies its messages to the hub in order.
 
 pub mod connection;
+pub mod doc;
 pub mod hub;
 pub mod protocol;
 pub mod session;
