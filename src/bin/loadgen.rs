@@ -242,6 +242,17 @@ async fn collect(tasks: Vec<Worker>, started: Instant) -> Run {
     run
 }
 
+/// The messages URL of `--space`/`--channel` and the `--token` to use.
+fn channel_target(opts: &Options) -> Result<(String, String), String> {
+    let url = format!(
+        "{}/spaces/{}/channels/{}/messages/",
+        opts.base()?,
+        opts.get("space")?,
+        opts.get("channel")?
+    );
+    Ok((url, opts.get("token")?.to_string()))
+}
+
 /// The time span of a channel's history, from its oldest and newest messages (in unix ms).
 async fn span(http: &reqwest::Client, base: &str, token: &str) -> Result<(u64, u64), Failure> {
     let ms = |m: &Value| -> Option<u64> {
@@ -279,13 +290,7 @@ fn v7_at(ms: u64) -> uuid::Uuid {
 
 /// Pages of `limit` messages before random points of the whole history.
 async fn history(opts: &Options) -> Result<(), Failure> {
-    let base = opts.base()?;
-    let channel_url = format!(
-        "{base}/spaces/{}/channels/{}/messages/",
-        opts.get("space")?,
-        opts.get("channel")?
-    );
-    let token = opts.get("token")?.to_string();
+    let (channel_url, token) = channel_target(opts)?;
     let (requests, concurrency, limit) = (
         opts.num("requests", 2000)?,
         opts.num("concurrency", 4)?,
@@ -305,13 +310,7 @@ async fn history(opts: &Options) -> Result<(), Failure> {
 
 /// Full-text searches drawn from `--queries`, some paged with `before` at random points.
 async fn search(opts: &Options) -> Result<(), Failure> {
-    let base = opts.base()?;
-    let channel_url = format!(
-        "{base}/spaces/{}/channels/{}/messages/",
-        opts.get("space")?,
-        opts.get("channel")?
-    );
-    let token = opts.get("token")?.to_string();
+    let (channel_url, token) = channel_target(opts)?;
     let (requests, concurrency) = (opts.num("requests", 1000)?, opts.num("concurrency", 4)?);
     let queries: Vec<String> = opts
         .get("queries")?
