@@ -9,7 +9,8 @@
 //! the snapshot, which is read only after the topic's subscription is in effect — every change
 //! is therefore either in the snapshot or in the queue (and applying it twice is harmless).
 
-use std::collections::{HashMap, HashSet};
+// The hub hashes ids on every delivery: foldhash, not SipHash (keys are server-made ids).
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,8 @@ pub(super) struct Hub {
     partners: HashMap<UserId, HashSet<UserId>>,
     generation: u64,
     last_refresh: Option<Instant>,
+    /// Deliveries not yet added to the metric (added per bus message, not per recipient).
+    delivered: u64,
 }
 
 /// Where a `typing.start` goes.
@@ -220,7 +223,7 @@ fn shaped_events(
             .collect(),
         _ => Vec::new(),
     };
-    let mut shapes: HashMap<Vec<bool>, Arc<Event>> = HashMap::new();
+    let mut shapes: HashMap<Vec<bool>, Arc<Event>> = HashMap::default();
     let mut out = Vec::with_capacity(recipients.len());
     for user in recipients {
         let visible: Vec<bool> = channels
@@ -263,6 +266,14 @@ impl Hub {
             TopicKind::Session(auth) => self.on_auth_session(inner, auth, &payload),
             TopicKind::Instance(id) if id == inner.instance => self.on_control(inner, &payload),
             _ => {}
+        }
+        self.count_deliveries();
+    }
+
+    /// Adds the deliveries made since the last call to the metric.
+    fn count_deliveries(&mut self) {
+        if self.delivered > 0 {
+            metrics::counter!("alterego_events_delivered_total").increment(std::mem::take(&mut self.delivered));
         }
     }
 
@@ -422,7 +433,7 @@ impl Hub {
         if op.starts_with(INTERNAL_PREFIX) {
             return;
         }
-        let mut recipients: HashSet<UserId> = HashSet::new();
+        let mut recipients: HashSet<UserId> = HashSet::default();
         if let Some(spaces) = self.member_of.get(&subject) {
             for space in spaces {
                 let Some(entry) = self.spaces.get(space) else { continue };
@@ -548,7 +559,7 @@ impl Hub {
                 let _ = inner.registry.send(RegistryCmd::Detached(*sid, user, session.auth));
             }
         }
-        metrics::counter!("alterego_events_delivered_total").increment(delivered);
+        self.delivered += delivered;
     }
 
     // ----- subscriptions and indexes ------------------------------------------------------
@@ -594,7 +605,7 @@ impl Hub {
             self.spaces.insert(
                 space,
                 SpaceEntry {
-                    audience: HashSet::new(),
+                    audience: HashSet::default(),
                     view: None,
                     pending: Some(Vec::new()),
                     generation,
@@ -734,8 +745,8 @@ impl Hub {
                 user,
                 LocalUser {
                     sessions: Vec::new(),
-                    spaces: HashSet::new(),
-                    relations: HashMap::new(),
+                    spaces: HashSet::default(),
+                    relations: HashMap::default(),
                     attached: 0,
                     pending: Some(Vec::new()),
                     generation,
@@ -1035,6 +1046,8 @@ impl Hub {
     /// Expires detached sessions past the resume window, trims attached replay rings, renews
     /// registry entries, and updates the session gauges.
     pub fn housekeeping(&mut self, inner: &Arc<Inner>, window: Duration) {
+        // Deliveries of events applied outside `handle` (views and users that finished loading).
+        self.count_deliveries();
         let now = Instant::now();
         let expired: Vec<Uuid> = self
             .sessions

@@ -3,7 +3,7 @@
 //! delivery queries the database. Loaded once when a local session first needs the space, then
 //! kept current by the space's own events, applied in publish order before each is delivered.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
