@@ -95,6 +95,11 @@ pub struct Config {
     pub media_gc_grace: Duration,
     pub ws_heartbeat_interval: Duration,
     pub ws_resume_window: Duration,
+    /// Presence transitions reach co-members only through spaces of at most this many members
+    /// (0: no limit). Above it every connect would fan out to every member — quadratic in the
+    /// space's size; friends and members of smaller shared spaces still receive it, and
+    /// `users.presence` answers for anyone in the profile audience.
+    pub presence_space_limit: usize,
     /// How long a new `/ws` connection may take to authenticate (spec §7.3: 10 s). Fixed by the
     /// spec, not read from the environment; tests shorten it.
     pub ws_auth_timeout: Duration,
@@ -303,6 +308,7 @@ impl Config {
             media_gc_grace: r.secs("MEDIA_GC_GRACE", 86_400)?,
             ws_heartbeat_interval: Duration::from_millis(r.num("WS_HEARTBEAT_INTERVAL_MS", 30_000u64)?),
             ws_resume_window: Duration::from_millis(r.num("WS_RESUME_WINDOW_MS", 120_000u64)?),
+            presence_space_limit: r.num("PRESENCE_SPACE_LIMIT", 1000usize)?,
             ws_auth_timeout: Duration::from_secs(10),
             presence_offline_debounce: Duration::from_secs(15),
             shutdown_drain: r.secs("SHUTDOWN_DRAIN", 30)?,

@@ -1001,6 +1001,31 @@ async fn presence_with_debounce() {
     app.get("/users/presence?ids=x", None).await.expect(401, None);
 }
 
+/// `PRESENCE_SPACE_LIMIT`: a space above it does not carry presence (every connect would reach
+/// every member); a smaller shared space still does.
+#[tokio::test]
+async fn presence_skips_spaces_above_the_limit() {
+    let app = TestApp::spawn_with(true, |c| {
+        c.presence_offline_debounce = Duration::from_millis(400);
+        c.presence_space_limit = 2;
+    })
+    .await;
+    let alice = app.register("Alice").await;
+    let bob = app.register("Bob").await;
+    let carol = app.register("Carol").await;
+    space(&app, &alice, &[&bob, &carol]).await;
+    let mut a = app.ws_auth(&alice).await;
+    a.hide_presence = false;
+    let b = app.ws_auth(&bob).await;
+    a.silent(Duration::from_millis(800)).await;
+    // A two-member space shared with Bob carries his next transition.
+    space(&app, &alice, &[&bob]).await;
+    a.drain(Duration::from_millis(300)).await;
+    b.kill();
+    let f = a.expect("presence.onUpdate").await;
+    assert_eq!(f.data, json!({"userId": bob.id, "status": "OFFLINE"}));
+}
+
 #[tokio::test]
 async fn metrics_cover_the_gateway() {
     let app = TestApp::spawn().await;

@@ -434,11 +434,15 @@ impl Hub {
             return;
         }
         let mut recipients: HashSet<UserId> = HashSet::default();
+        let limit = match op {
+            "presence.onUpdate" if inner.config.presence_space_limit > 0 => inner.config.presence_space_limit,
+            _ => usize::MAX,
+        };
         if let Some(spaces) = self.member_of.get(&subject) {
             for space in spaces {
                 let Some(entry) = self.spaces.get(space) else { continue };
                 let Some(view) = &entry.view else { continue };
-                if view.is_member(subject) {
+                if view.is_member(subject) && view.member_count() <= limit {
                     recipients.extend(entry.audience.iter().copied().filter(|u| view.is_member(*u)));
                 }
             }

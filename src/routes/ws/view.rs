@@ -144,6 +144,10 @@ impl SpaceView {
         self.members.keys().copied()
     }
 
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
     pub fn is_member(&self, user: UserId) -> bool {
         self.members.contains_key(&user)
     }
