@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use sqlx::{FromRow, PgExecutor};
+use sqlx::{FromRow, PgExecutor, Row};
 use uuid::Uuid;
 
 use crate::entities::channels::{self, Channel, ChannelType};
+use crate::entities::sessions::SessionState;
 use crate::error::{Error, ErrorCode};
-use crate::functions::ids::{ChannelId, SpaceId, UserId};
+use crate::functions::ids::{ChannelId, SessionId, SpaceId, UserId};
 use crate::functions::permissions::{Override, Permissions, RoleGrant, Standing, Target};
 
 #[derive(FromRow)]
@@ -83,16 +84,10 @@ struct ChannelAccessRow {
     override_denies: Vec<i64>,
 }
 
-/// A channel of a space as its message operations see it: its type and the caller's permissions
-/// in it. One query reads what [`SpaceMember::load`] then [`SpaceMember::channel`] read, with the
-/// same answers: 404 unless `user` is a member of `space` and can view the channel.
-pub async fn channel_access(
-    db: impl PgExecutor<'_>,
-    space: SpaceId,
-    channel: ChannelId,
-    user: UserId,
-) -> Result<(ChannelType, Permissions), Error> {
-    let row: Option<ChannelAccessRow> = sqlx::query_as(
+/// The query of [`channel_access`]: `$1` space, `$2` user, `$3` channel; no row when the user is
+/// not a member.
+macro_rules! channel_access_sql {
+    () => {
         "SELECT m.user_id, s.owner_id = m.user_id AS is_owner, d.id AS everyone_id, d.permissions AS everyone, \
                 g.role_ids, g.role_perms, g.role_positions, c.type AS channel_type, \
                 o.override_types, o.override_targets, o.override_allows, o.override_denies \
@@ -112,23 +107,68 @@ pub async fn channel_access(
                     COALESCE(array_agg(x.allow), '{}') AS override_allows, \
                     COALESCE(array_agg(x.deny), '{}') AS override_denies \
              FROM channel_overrides x WHERE x.channel_id = c.id) o \
-         WHERE m.space_id = $1 AND m.user_id = $2",
-    )
+         WHERE m.space_id = $1 AND m.user_id = $2"
+    };
+}
+
+/// A channel of a space as its message operations see it: its type and the caller's permissions
+/// in it. One query reads what [`SpaceMember::load`] then [`SpaceMember::channel`] read, with the
+/// same answers: 404 unless `user` is a member of `space` and can view the channel.
+pub async fn channel_access(
+    db: impl PgExecutor<'_>,
+    space: SpaceId,
+    channel: ChannelId,
+    user: UserId,
+) -> Result<(ChannelType, Permissions), Error> {
+    let row: Option<ChannelAccessRow> = sqlx::query_as(channel_access_sql!())
+        .bind(space)
+        .bind(user)
+        .bind(channel)
+        .fetch_optional(db)
+        .await?;
+    row.ok_or_else(Error::not_found)?.resolve()
+}
+
+/// The state of the caller's auth session and [`channel_access`], in one round trip.
+pub async fn session_channel_access(
+    db: impl PgExecutor<'_>,
+    space: SpaceId,
+    channel: ChannelId,
+    user: UserId,
+    session: SessionId,
+) -> Result<(SessionState, Result<(ChannelType, Permissions), Error>), Error> {
+    let row = sqlx::query(concat!(
+        "SELECT (SELECT revoked_at IS NOT NULL FROM auth_sessions WHERE id = $4 AND user_id = $2) \
+         AS session_revoked, a.* FROM (SELECT) one LEFT JOIN LATERAL (",
+        channel_access_sql!(),
+        ") a ON true"
+    ))
     .bind(space)
     .bind(user)
     .bind(channel)
-    .fetch_optional(db)
+    .bind(session)
+    .fetch_one(db)
     .await?;
-    let row = row.ok_or_else(Error::not_found)?;
-    let kind = row.channel_type.ok_or_else(Error::not_found)?;
-    let overrides: Vec<Override> = row
-        .override_types
-        .iter()
-        .zip(&row.override_targets)
-        .zip(row.override_allows.iter().zip(&row.override_denies))
-        .map(|((kind, target), (allow, deny))| to_override(kind, *target, *allow, *deny))
-        .collect();
-    Ok((kind, viewable(Standing::from(row.standing).channel(&overrides))?))
+    let session = SessionState::from_revoked(row.try_get("session_revoked")?);
+    let access = match row.try_get::<Option<Uuid>, _>("user_id")? {
+        None => Err(Error::not_found()),
+        Some(_) => ChannelAccessRow::from_row(&row)?.resolve(),
+    };
+    Ok((session, access))
+}
+
+impl ChannelAccessRow {
+    fn resolve(self) -> Result<(ChannelType, Permissions), Error> {
+        let kind = self.channel_type.ok_or_else(Error::not_found)?;
+        let overrides: Vec<Override> = self
+            .override_types
+            .iter()
+            .zip(&self.override_targets)
+            .zip(self.override_allows.iter().zip(&self.override_denies))
+            .map(|((kind, target), (allow, deny))| to_override(kind, *target, *allow, *deny))
+            .collect();
+        Ok((kind, viewable(Standing::from(self.standing).channel(&overrides))?))
+    }
 }
 
 /// Permissions in a channel, or 404 when they do not include seeing it.

@@ -16,7 +16,7 @@ use crate::functions::ids::{ChannelId, SpaceId, UserId};
 use crate::functions::permissions::Permissions;
 use crate::functions::query::{clamp_limit, empty_as_none};
 use crate::functions::time::Timestamp;
-use crate::middlewares::auth::Auth;
+use crate::middlewares::auth::{Auth, PendingAuth};
 use crate::middlewares::idempotency::IdempotencyKey;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
@@ -365,14 +365,33 @@ async fn search(
     ))
 }
 
+/// The session is checked before any other error is reported (as [`Auth`] does), in the same
+/// round trip as the channel's access when the request is well-formed.
 async fn create(
     State(state): State<AppState>,
-    auth: Auth,
-    Path(p): Path<ChannelPath>,
-    key: IdempotencyKey,
-    Json(MessageSendPayload2(body)): Json<MessageSendPayload2>,
+    auth: PendingAuth,
+    path: Result<Path<ChannelPath>, Error>,
+    key: Result<IdempotencyKey, Error>,
+    body: Result<Json<MessageSendPayload2>, Error>,
 ) -> Result<axum::Json<MessageExt>> {
-    let (kind, perms) = channel_access(&state, p.space_id, p.channel_id, auth.user_id).await?;
+    let parsed = (|| Ok::<_, Error>((path?.0, key?, body?.0.0)))();
+    let (p, key, body) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            auth.check(&state).await?;
+            return Err(e);
+        }
+    };
+    let (session, access) = crate::entities::access::session_channel_access(
+        &state.db,
+        p.space_id,
+        p.channel_id,
+        auth.user_id,
+        auth.session_id,
+    )
+    .await?;
+    let auth = auth.resolve(session)?;
+    let (kind, perms) = access?;
     crate::entities::access::require_bits(perms, Permissions::SEND_MESSAGES)?;
     if !body.attachments.is_empty() {
         crate::entities::access::require_bits(perms, Permissions::ATTACH_FILES)?;
