@@ -7,6 +7,9 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
+/// How long a pooled connection may sit idle before it is pinged when acquired.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,18 @@ pub async fn connect(url: &str, max_connections: u32, create_missing: bool) -> R
     PgPoolOptions::new()
         .max_connections(max_connections.max(1))
         .acquire_timeout(Duration::from_secs(5))
+        // A connection back from use a moment ago is known to be alive; pinging it on every
+        // acquire (sqlx's default) doubles the round trips of a busy server. Only connections
+        // idle for a while are checked.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_IDLE_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(DbError::Connect)

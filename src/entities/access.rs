@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use sqlx::{FromRow, PgExecutor};
+use sqlx::{FromRow, PgExecutor, Row};
 use uuid::Uuid;
 
-use crate::entities::channels::{self, Channel};
+use crate::entities::channels::{self, Channel, ChannelType};
+use crate::entities::sessions::SessionState;
 use crate::error::{Error, ErrorCode};
-use crate::functions::ids::{ChannelId, SpaceId, UserId};
+use crate::functions::ids::{ChannelId, SessionId, SpaceId, UserId};
 use crate::functions::permissions::{Override, Permissions, RoleGrant, Standing, Target};
 
 #[derive(FromRow)]
@@ -69,6 +70,114 @@ pub async fn standings(
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(Standing::from).collect())
+}
+
+#[derive(FromRow)]
+struct ChannelAccessRow {
+    #[sqlx(flatten)]
+    standing: StandingRow,
+    /// `None` when the space has no such channel.
+    channel_type: Option<ChannelType>,
+    override_types: Vec<String>,
+    override_targets: Vec<Uuid>,
+    override_allows: Vec<i64>,
+    override_denies: Vec<i64>,
+}
+
+/// The query of [`channel_access`]: `$1` space, `$2` user, `$3` channel; no row when the user is
+/// not a member.
+macro_rules! channel_access_sql {
+    () => {
+        "SELECT m.user_id, s.owner_id = m.user_id AS is_owner, d.id AS everyone_id, d.permissions AS everyone, \
+                g.role_ids, g.role_perms, g.role_positions, c.type AS channel_type, \
+                o.override_types, o.override_targets, o.override_allows, o.override_denies \
+         FROM members m \
+         JOIN spaces s ON s.id = m.space_id \
+         JOIN roles d ON d.space_id = m.space_id AND d.is_default \
+         CROSS JOIN LATERAL ( \
+             SELECT COALESCE(array_agg(r.id ORDER BY r.id), '{}') AS role_ids, \
+                    COALESCE(array_agg(r.permissions ORDER BY r.id), '{}') AS role_perms, \
+                    COALESCE(array_agg(r.position ORDER BY r.id), '{}') AS role_positions \
+             FROM member_roles mr JOIN roles r ON r.id = mr.role_id \
+             WHERE mr.space_id = m.space_id AND mr.user_id = m.user_id) g \
+         LEFT JOIN channels c ON c.space_id = m.space_id AND c.id = $3 \
+         CROSS JOIN LATERAL ( \
+             SELECT COALESCE(array_agg(x.target_type), '{}') AS override_types, \
+                    COALESCE(array_agg(x.target_id), '{}') AS override_targets, \
+                    COALESCE(array_agg(x.allow), '{}') AS override_allows, \
+                    COALESCE(array_agg(x.deny), '{}') AS override_denies \
+             FROM channel_overrides x WHERE x.channel_id = c.id) o \
+         WHERE m.space_id = $1 AND m.user_id = $2"
+    };
+}
+
+/// A channel of a space as its message operations see it: its type and the caller's permissions
+/// in it. One query reads what [`SpaceMember::load`] then [`SpaceMember::channel`] read, with the
+/// same answers: 404 unless `user` is a member of `space` and can view the channel.
+pub async fn channel_access(
+    db: impl PgExecutor<'_>,
+    space: SpaceId,
+    channel: ChannelId,
+    user: UserId,
+) -> Result<(ChannelType, Permissions), Error> {
+    let row: Option<ChannelAccessRow> = sqlx::query_as(channel_access_sql!())
+        .bind(space)
+        .bind(user)
+        .bind(channel)
+        .fetch_optional(db)
+        .await?;
+    row.ok_or_else(Error::not_found)?.resolve()
+}
+
+/// The state of the caller's auth session and [`channel_access`], in one round trip.
+pub async fn session_channel_access(
+    db: impl PgExecutor<'_>,
+    space: SpaceId,
+    channel: ChannelId,
+    user: UserId,
+    session: SessionId,
+) -> Result<(SessionState, Result<(ChannelType, Permissions), Error>), Error> {
+    let row = sqlx::query(concat!(
+        "SELECT (SELECT revoked_at IS NOT NULL FROM auth_sessions WHERE id = $4 AND user_id = $2) \
+         AS session_revoked, a.* FROM (SELECT) one LEFT JOIN LATERAL (",
+        channel_access_sql!(),
+        ") a ON true"
+    ))
+    .bind(space)
+    .bind(user)
+    .bind(channel)
+    .bind(session)
+    .fetch_one(db)
+    .await?;
+    let session = SessionState::from_revoked(row.try_get("session_revoked")?);
+    let access = match row.try_get::<Option<Uuid>, _>("user_id")? {
+        None => Err(Error::not_found()),
+        Some(_) => ChannelAccessRow::from_row(&row)?.resolve(),
+    };
+    Ok((session, access))
+}
+
+impl ChannelAccessRow {
+    fn resolve(self) -> Result<(ChannelType, Permissions), Error> {
+        let kind = self.channel_type.ok_or_else(Error::not_found)?;
+        let overrides: Vec<Override> = self
+            .override_types
+            .iter()
+            .zip(&self.override_targets)
+            .zip(self.override_allows.iter().zip(&self.override_denies))
+            .map(|((kind, target), (allow, deny))| to_override(kind, *target, *allow, *deny))
+            .collect();
+        Ok((kind, viewable(Standing::from(self.standing).channel(&overrides))?))
+    }
+}
+
+/// Permissions in a channel, or 404 when they do not include seeing it.
+fn viewable(perms: Permissions) -> Result<Permissions, Error> {
+    if perms.contains(Permissions::VIEW_CHANNEL) {
+        Ok(perms)
+    } else {
+        Err(Error::not_found())
+    }
 }
 
 /// One member's standing, or `None` when they are not a member (or the space does not exist).
@@ -211,10 +320,7 @@ impl SpaceMember {
         let channel = channels::get(&mut *conn, self.space_id, id)
             .await?
             .ok_or_else(Error::not_found)?;
-        let perms = self.standing.channel(&channel_overrides(&mut *conn, id).await?);
-        if !perms.contains(Permissions::VIEW_CHANNEL) {
-            return Err(Error::not_found());
-        }
+        let perms = viewable(self.standing.channel(&channel_overrides(&mut *conn, id).await?))?;
         Ok((channel, perms))
     }
 }

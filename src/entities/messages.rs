@@ -221,7 +221,8 @@ pub async fn search(
     with_attachments(conn, rows).await
 }
 
-/// A new message row (its attachments are inserted with [`insert_attachment`]).
+/// A new message row (its attachments are inserted with [`insert_attachment`]), returned as the
+/// same statement stored it, with its author's profile and no attachments.
 pub async fn insert(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -229,16 +230,21 @@ pub async fn insert(
     author: UserId,
     at: Timestamp,
     content: &str,
-) -> Result<(), Error> {
-    sqlx::query("INSERT INTO messages (id, channel_id, author_id, timestamp, content) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(channel)
-        .bind(author)
-        .bind(at)
-        .bind(content)
-        .execute(db)
-        .await?;
-    Ok(())
+) -> Result<MessageExt, Error> {
+    let row: MessageRow = sqlx::query_as(
+        "WITH m AS (INSERT INTO messages (id, channel_id, author_id, timestamp, content) VALUES ($1, $2, $3, $4, $5) \
+         RETURNING id, channel_id, author_id, timestamp, edited_timestamp, content) \
+         SELECT m.id, m.channel_id, m.author_id, m.timestamp, m.edited_timestamp, m.content, \
+                u.name, u.avatar, u.description, u.category FROM m LEFT JOIN users u ON u.id = m.author_id",
+    )
+    .bind(id)
+    .bind(channel)
+    .bind(author)
+    .bind(at)
+    .bind(content)
+    .fetch_one(db)
+    .await?;
+    Ok(row.into_ext(Vec::new()))
 }
 
 pub async fn insert_attachment(db: impl PgExecutor<'_>, a: &MessageAttachment) -> Result<(), Error> {

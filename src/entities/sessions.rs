@@ -203,11 +203,18 @@ pub async fn state(db: impl PgExecutor<'_>, user: UserId, session: SessionId) ->
             .bind(user)
             .fetch_optional(db)
             .await?;
-    Ok(match revoked {
-        None => SessionState::Unknown,
-        Some(true) => SessionState::Revoked,
-        Some(false) => SessionState::Live,
-    })
+    Ok(SessionState::from_revoked(revoked))
+}
+
+impl SessionState {
+    /// From `revoked_at IS NOT NULL` of the session's row, `None` when there is no such row.
+    pub fn from_revoked(revoked: Option<bool>) -> Self {
+        match revoked {
+            None => SessionState::Unknown,
+            Some(true) => SessionState::Revoked,
+            Some(false) => SessionState::Live,
+        }
+    }
 }
 
 /// Deletes families that can no longer be used: revoked ones after `keep`, and those whose

@@ -61,28 +61,53 @@ fn malformed() -> Error {
 impl Auth {
     /// Verifies a token completely: signature and claims, then the session or bot generation.
     pub async fn verify(state: &AppState, token: &str) -> Result<Auth, Error> {
-        let claims = state.jwt.verify(token).map_err(|e| match e {
+        PendingAuth::verify(state, token)?.check(state).await
+    }
+}
+
+/// A caller whose user token is verified (signature and claims) but whose session is not yet
+/// known to be live. A handler taking it must, before it reports any other error, either
+/// [`check`](Self::check) the session or read its state in the same round trip as its first
+/// query and [`resolve`](Self::resolve) it: the answers and their order are then those of
+/// [`Auth`], without a round trip of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingAuth {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+}
+
+impl PendingAuth {
+    fn verify(state: &AppState, token: &str) -> Result<PendingAuth, Error> {
+        let claims: Claims = state.jwt.verify(token).map_err(|e| match e {
             TokenError::Expired => Error::new(ErrorCode::TokenExpired, "The access token has expired"),
             TokenError::Invalid => invalid_token(),
         })?;
-        Self::check_live(state, &claims).await
-    }
-
-    async fn check_live(state: &AppState, claims: &Claims) -> Result<Auth, Error> {
-        let user_id = UserId(claims.sub);
         match claims.sid {
             // Bot tokens are issued by `bots.login` only, which checks the bot's generation;
             // no bot can exist before the bots tables do, so none is valid yet.
             None => Err(invalid_token()),
-            Some(sid) => match sessions::state(&state.db, user_id, SessionId(sid)).await? {
-                SessionState::Live => Ok(Auth {
-                    user_id,
-                    session_id: Some(SessionId(sid)),
-                    is_bot: false,
-                }),
-                SessionState::Revoked => Err(Error::new(ErrorCode::SessionRevoked, "This session has been revoked")),
-                SessionState::Unknown => Err(invalid_token()),
-            },
+            Some(sid) => Ok(PendingAuth {
+                user_id: UserId(claims.sub),
+                session_id: SessionId(sid),
+            }),
+        }
+    }
+
+    /// Reads the session's state on its own.
+    pub async fn check(self, state: &AppState) -> Result<Auth, Error> {
+        self.resolve(sessions::state(&state.db, self.user_id, self.session_id).await?)
+    }
+
+    /// The caller, given the session's state read along with other data.
+    pub fn resolve(self, session: SessionState) -> Result<Auth, Error> {
+        match session {
+            SessionState::Live => Ok(Auth {
+                user_id: self.user_id,
+                session_id: Some(self.session_id),
+                is_bot: false,
+            }),
+            SessionState::Revoked => Err(Error::new(ErrorCode::SessionRevoked, "This session has been revoked")),
+            SessionState::Unknown => Err(invalid_token()),
         }
     }
 }
@@ -102,6 +127,15 @@ impl FromRequestParts<AppState> for Auth {
         let auth = Auth::verify(state, token).await?;
         parts.extensions.insert(auth);
         Ok(auth)
+    }
+}
+
+impl FromRequestParts<AppState> for PendingAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts)?.ok_or_else(Error::unauthorized)?;
+        PendingAuth::verify(state, token)
     }
 }
 
@@ -141,6 +175,12 @@ fn require_bearer(operation: &mut Operation) {
 }
 
 impl aide::OperationInput for Auth {
+    fn operation_input(_: &mut GenContext, operation: &mut Operation) {
+        require_bearer(operation);
+    }
+}
+
+impl aide::OperationInput for PendingAuth {
     fn operation_input(_: &mut GenContext, operation: &mut Operation) {
         require_bearer(operation);
     }

@@ -8,8 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::entities::access::SpaceMember;
-use crate::entities::channels::{Channel, ChannelType};
+use crate::entities::channels::ChannelType;
 use crate::entities::messages::{self, ATTACHMENTS_MAX, CONTENT_MAX, MessageAttachment, MessageExt, MessageKey, Page};
 use crate::error::{Error, ErrorCode, Result};
 use crate::functions::bus::{Outbox, Topic};
@@ -17,7 +16,7 @@ use crate::functions::ids::{ChannelId, SpaceId, UserId};
 use crate::functions::permissions::Permissions;
 use crate::functions::query::{clamp_limit, empty_as_none};
 use crate::functions::time::Timestamp;
-use crate::middlewares::auth::Auth;
+use crate::middlewares::auth::{Auth, PendingAuth};
 use crate::middlewares::idempotency::IdempotencyKey;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
@@ -244,19 +243,24 @@ async fn insert_message(
 ) -> Result<MessageExt> {
     let id = Uuid::now_v7();
     let at = messages::id_timestamp(id).unwrap_or_else(Timestamp::now);
+    let mut outbox = Outbox::new();
+    if payload.attachments.is_empty() && key.0.is_none() {
+        // A single statement is atomic: no explicit transaction.
+        let message = messages::insert(&state.db, id, channel, author, at, &payload.content).await?;
+        audience.push(&mut outbox, "messages.onCreate", &message);
+        state.bus.publish_all(outbox).await;
+        return Ok(message);
+    }
     let mut tx = state.db.begin().await?;
-    messages::insert(&mut *tx, id, channel, author, at, &payload.content).await?;
+    let mut message = messages::insert(&mut *tx, id, channel, author, at, &payload.content).await?;
     for (i, input) in payload.attachments.iter().enumerate() {
         let attachment = attachment::resolve(state, &mut tx, id, i, input).await?;
         messages::insert_attachment(&mut *tx, &attachment).await?;
+        message.attachments.push(attachment);
     }
     if let Some(k) = &key.0 {
         idempotency::complete(&mut tx, author, operation, k, id).await?;
     }
-    let message = messages::get(&mut tx, channel, id)
-        .await?
-        .ok_or_else(Error::not_found)?;
-    let mut outbox = Outbox::new();
     audience.push(&mut outbox, "messages.onCreate", &message);
     outbox.commit(tx, &state.bus).await?;
     Ok(message)
@@ -331,10 +335,8 @@ async fn channel_access(
     space: SpaceId,
     channel: ChannelId,
     user: UserId,
-) -> Result<(Channel, Permissions)> {
-    let mut conn = state.db.acquire().await?;
-    let me = SpaceMember::load(&mut *conn, space, user).await?;
-    me.channel(&mut conn, channel).await
+) -> Result<(ChannelType, Permissions)> {
+    crate::entities::access::channel_access(&state.db, space, channel, user).await
 }
 
 async fn list(
@@ -363,22 +365,38 @@ async fn search(
     ))
 }
 
+/// The session is checked before any other error is reported (as [`Auth`] does), in the same
+/// round trip as the channel's access when the request is well-formed.
 async fn create(
     State(state): State<AppState>,
-    auth: Auth,
-    Path(p): Path<ChannelPath>,
-    key: IdempotencyKey,
-    Json(MessageSendPayload2(body)): Json<MessageSendPayload2>,
+    auth: PendingAuth,
+    path: Result<Path<ChannelPath>, Error>,
+    key: Result<IdempotencyKey, Error>,
+    body: Result<Json<MessageSendPayload2>, Error>,
 ) -> Result<axum::Json<MessageExt>> {
-    let (channel, perms) = channel_access(&state, p.space_id, p.channel_id, auth.user_id).await?;
+    let parsed = (|| Ok::<_, Error>((path?.0, key?, body?.0.0)))();
+    let (p, key, body) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            auth.check(&state).await?;
+            return Err(e);
+        }
+    };
+    let (session, access) = crate::entities::access::session_channel_access(
+        &state.db,
+        p.space_id,
+        p.channel_id,
+        auth.user_id,
+        auth.session_id,
+    )
+    .await?;
+    let auth = auth.resolve(session)?;
+    let (kind, perms) = access?;
     crate::entities::access::require_bits(perms, Permissions::SEND_MESSAGES)?;
     if !body.attachments.is_empty() {
         crate::entities::access::require_bits(perms, Permissions::ATTACH_FILES)?;
     }
-    if !matches!(
-        channel.kind,
-        ChannelType::Text | ChannelType::Voice | ChannelType::Thread
-    ) {
+    if !matches!(kind, ChannelType::Text | ChannelType::Voice | ChannelType::Thread) {
         return Err(Error::new(
             ErrorCode::WrongChannelType,
             "Messages can only be sent in text, voice and thread channels",
