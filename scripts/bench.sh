@@ -53,7 +53,7 @@ start_server() {
     RATE_LIMITS=off BCRYPT_COST=4 ACCESS_TOKEN_TTL=86400 RUST_LOG=warn \
         JWT_SECRET=alterego-bench-secret-not-for-production-0123456789 \
         BIND_ADDR=127.0.0.1:$port PUBLIC_URL=http://127.0.0.1:$port JWT_ISSUER=http://alterego.bench \
-        DATABASE_URL=$PG/$DB_NAME REDIS_URL=$REDIS REDIS_PREFIX=bench: \
+        DATABASE_URL="$PG/$DB_NAME?sslmode=disable" REDIS_URL=$REDIS REDIS_PREFIX=bench: \
         "$server" >>"$BENCH_DIR/server-$port.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 300); do

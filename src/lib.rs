@@ -99,6 +99,10 @@ pub async fn serve(
     spawn_media_gc(state.clone());
     let gateway = state.gateway.clone();
     let service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app(state));
+    // Events are small frames that must leave at once: no Nagle delay behind unacknowledged data.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
     // In-flight REST requests have finished; now the sockets (spec §8.6). Upgraded connections
     // are not held by axum's graceful shutdown: the gateway closes them itself.

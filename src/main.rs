@@ -9,6 +9,9 @@ use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "usage: alterego [serve|migrate]\n\n  serve    run the server (default)\n  migrate  apply database migrations and exit\n\nConfiguration comes from the environment and .env; see .env.example.";
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());

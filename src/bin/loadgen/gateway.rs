@@ -68,11 +68,29 @@ impl Endpoint {
 
 type Socket = WebSocketStream<TcpStream>;
 
+/// Source ports the workers bind explicitly: the kernel's search for a free port (`bind` to
+/// port 0) scans every bound socket, which dominated the ramp-up at thousands of sockets.
+const PORTS: std::ops::Range<u16> = 10_000..60_000;
+
+/// A socket bound to `source` and a free port near `hint`.
+fn bound(source: Ipv4Addr, hint: usize) -> Result<TcpSocket, Failure> {
+    let span = usize::from(PORTS.end - PORTS.start);
+    let mut last = None;
+    for attempt in 0..16 {
+        let port = PORTS.start + u16::try_from((hint + attempt * 7919) % span).unwrap_or(0);
+        let socket = TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        match socket.bind(SocketAddr::new(source.into(), port)) {
+            Ok(()) => return Ok(socket),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(format!("no free source port on {source}: {last:?}").into())
+}
+
 /// Opens a socket from `source`, authenticates with `token` and waits for `ready`.
-async fn open(endpoint: &Endpoint, source: Ipv4Addr, token: &str) -> Result<Socket, Failure> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source.into(), 0))?;
-    let stream = socket.connect(endpoint.addr).await?;
+async fn open(endpoint: &Endpoint, source: Ipv4Addr, port_hint: usize, token: &str) -> Result<Socket, Failure> {
+    let stream = bound(source, port_hint)?.connect(endpoint.addr).await?;
     stream.set_nodelay(true)?;
     let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(endpoint.url.as_str(), stream, Some(config)).await?;
@@ -161,14 +179,16 @@ pub async fn worker(opts: &Options) -> Result<(), Failure> {
         failed: AtomicU64::new(0),
         last_ns: AtomicU64::new(0),
     });
-    // Paced ramp-up: socket i starts at i / per_second.
+    // Paced ramp-up: socket i starts at i / per_second. Ports start at a random offset, so a
+    // run does not collide with the previous run's sockets in TIME_WAIT.
     let start = Instant::now();
+    let offset = rand::random::<u16>() as usize;
     for (i, token) in tokens.iter().enumerate() {
         tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / per_second as f64)).await;
         let endpoint = endpoints[(from + i) % endpoints.len()].clone();
         let (token, tally, marker) = (token.clone(), tally.clone(), marker.clone());
         tokio::spawn(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, open(&endpoint, source, &token)).await {
+            match tokio::time::timeout(CONNECT_TIMEOUT, open(&endpoint, source, offset + i, &token)).await {
                 Ok(Ok(ws)) => {
                     tally.connected.fetch_add(1, Ordering::Relaxed);
                     listen(ws, tally, marker, planned).await;
