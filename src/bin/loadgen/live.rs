@@ -89,7 +89,7 @@ pub async fn fanout(opts: &Options) -> Result<(), Failure> {
     for s in sends {
         let _ = s.await;
     }
-    let grace = Duration::from_secs(opts.num("grace", 15)?);
+    let grace = Duration::from_secs(opts.num("grace", 60)?);
     let ok = sent_ok.load(Ordering::Relaxed);
     let tallies = fleet.finish(ok, grace).await?;
     let mut latency = Histogram::default();
@@ -113,6 +113,8 @@ pub async fn fanout(opts: &Options) -> Result<(), Failure> {
         "p50Ms": latency.percentile_ms(50.0), "p99Ms": latency.percentile_ms(99.0), "maxMs": latency.max_ms(),
         "deliveriesPerSecond": report::round(delivered as f64 / span),
         "workers": tallies.len(), "gateways": FleetPlan::urls(opts, &state),
+        "deliveredPerWorker": tallies.iter().map(|t| t["delivered"].clone()).collect::<Vec<_>>(),
+        "graceSeconds": grace.as_secs(),
     });
     fleet.close().await;
     report::print(
