@@ -71,8 +71,8 @@ run() {
     echo "== $label: load average $(cut -d' ' -f1-3 /proc/loadavg)"
     "$loadgen" "$@" | tee "$BENCH_DIR/last.txt"
     head -n1 "$BENCH_DIR/last.txt" |
-        jq -c --arg label "$label" --arg commit "$commit" --arg date "$(date -u +%F)" \
-            --arg load "$(cut -d' ' -f1 /proc/loadavg)" '. + {label: $label, commit: $commit, date: $date, loadAvg: $load}' \
+        jq -c --arg name "$label" --arg commit "$commit" --arg date "$(date -u +%F)" \
+            --arg load "$(cut -d' ' -f1 /proc/loadavg)" '. + {"label": $name, "commit": $commit, "date": $date, "loadAvg": $load}' \
             >>"$results"
 }
 

@@ -100,6 +100,13 @@ pub fn id_timestamp(id: Uuid) -> Option<Timestamp> {
 const SELECT: &str = "SELECT m.id, m.channel_id, m.author_id, m.timestamp, m.edited_timestamp, m.content, \
      u.name, u.avatar, u.description, u.category FROM messages m LEFT JOIN users u ON u.id = m.author_id";
 
+/// One channel's messages for a page of history, written as a range so that PostgreSQL keeps
+/// `channel_id` in the sort key: with `channel_id = $1` it reduces `ORDER BY channel_id, id` to
+/// `ORDER BY id` and may then walk the primary key through every newer message of every other
+/// channel. The range is served in order only by the `(channel_id, id)` index. (Search keeps the
+/// equality: there the planner must stay free to start from the full-text index.)
+const IN_CHANNEL: &str = "m.channel_id >= $1 AND m.channel_id <= $1";
+
 /// Which slice of a channel's history to read (spec §4.10 cursor semantics). Positions are
 /// UUIDv7 ids, whose order is (timestamp, id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +145,7 @@ async fn newest_before(
     limit: i64,
 ) -> Result<Vec<MessageRow>, Error> {
     let mut rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} WHERE m.channel_id = $1 AND ($2::uuid IS NULL OR m.id < $2) ORDER BY m.id DESC LIMIT $3"
+        "{SELECT} WHERE {IN_CHANNEL} AND ($2::uuid IS NULL OR m.id < $2) ORDER BY m.channel_id DESC, m.id DESC LIMIT $3"
     )))
     .bind(channel)
     .bind(before)
@@ -157,7 +164,7 @@ async fn oldest_after(
     limit: i64,
 ) -> Result<Vec<MessageRow>, Error> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} WHERE m.channel_id = $1 AND (m.id > $2 OR ($3 AND m.id = $2)) ORDER BY m.id LIMIT $4"
+        "{SELECT} WHERE {IN_CHANNEL} AND (m.id > $2 OR ($3 AND m.id = $2)) ORDER BY m.channel_id, m.id LIMIT $4"
     )))
     .bind(channel)
     .bind(after)
