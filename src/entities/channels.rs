@@ -47,10 +47,10 @@ pub struct ChannelUnread {
 
 /// `lastUpdated`: the stored time (channel creation, document saves) or the newest message's
 /// timestamp, whichever is later. Reading the newest message through the `(channel_id, id)`
-/// index keeps message sends from updating one hot channel row in every transaction. The range
-/// on `channel_id` keeps the planner on that index (see `messages::IN_CHANNEL`).
+/// index keeps message sends from updating one hot channel row in every transaction. The
+/// `= ANY(ARRAY[..])` form keeps the planner on that index (see `messages::IN_CHANNEL`).
 pub const LAST_UPDATED: &str = "GREATEST(c.last_updated, \
-     (SELECT m.timestamp FROM messages m WHERE m.channel_id >= c.id AND m.channel_id <= c.id \
+     (SELECT m.timestamp FROM messages m WHERE m.channel_id = ANY(ARRAY[c.id]) \
       ORDER BY m.channel_id DESC, m.id DESC LIMIT 1)) AS last_updated";
 
 /// Every channel of a space, ordered by (`order`, id).

@@ -100,12 +100,13 @@ pub fn id_timestamp(id: Uuid) -> Option<Timestamp> {
 const SELECT: &str = "SELECT m.id, m.channel_id, m.author_id, m.timestamp, m.edited_timestamp, m.content, \
      u.name, u.avatar, u.description, u.category FROM messages m LEFT JOIN users u ON u.id = m.author_id";
 
-/// One channel's messages for a page of history, written as a range so that PostgreSQL keeps
-/// `channel_id` in the sort key: with `channel_id = $1` it reduces `ORDER BY channel_id, id` to
-/// `ORDER BY id` and may then walk the primary key through every newer message of every other
-/// channel. The range is served in order only by the `(channel_id, id)` index. (Search keeps the
-/// equality: there the planner must stay free to start from the full-text index.)
-const IN_CHANNEL: &str = "m.channel_id >= $1 AND m.channel_id <= $1";
+/// One channel's messages, written so that PostgreSQL reads them in order from the
+/// `(channel_id, id)` index. With `channel_id = $1` the planner drops `channel_id` from
+/// `ORDER BY channel_id, id` and may walk the primary key instead, through every newer message
+/// of every other channel (measured: 5–26 ms per query behind 30,000 newer messages elsewhere).
+/// `= ANY(ARRAY[$1])` keeps the equality's row estimate (so a selective search still starts from
+/// the full-text index) while only the `(channel_id, id)` index can serve the order.
+const IN_CHANNEL: &str = "m.channel_id = ANY(ARRAY[$1::uuid])";
 
 /// Which slice of a channel's history to read (spec §4.10 cursor semantics). Positions are
 /// UUIDv7 ids, whose order is (timestamp, id).
@@ -216,8 +217,8 @@ pub async fn search(
     limit: i64,
 ) -> Result<Vec<MessageExt>, Error> {
     let rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} WHERE m.channel_id = $1 AND m.search @@ websearch_to_tsquery('simple', $2) \
-         AND ($3::uuid IS NULL OR m.id < $3) ORDER BY m.id DESC LIMIT $4"
+        "{SELECT} WHERE {IN_CHANNEL} AND m.search @@ websearch_to_tsquery('simple', $2) \
+         AND ($3::uuid IS NULL OR m.id < $3) ORDER BY m.channel_id DESC, m.id DESC LIMIT $4"
     )))
     .bind(channel)
     .bind(query)
