@@ -70,8 +70,10 @@ async fn send(app: &TestApp, user: &TestUser, sid: &str, cid: &str, text: &str) 
         content: text.to_string(),
         attachments: Vec::new(),
     };
+    let conn = app.state.db.acquire().await.expect("pool");
     let m = alterego::routes::messages::send(
         &app.state,
+        conn,
         UserId(uuid(&user.id)),
         ChannelId(uuid(cid)),
         Audience::Space(SpaceId(uuid(sid))),

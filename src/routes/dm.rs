@@ -105,7 +105,16 @@ async fn create(
 ) -> Result<axum::Json<MessageExt>> {
     let audience = participant(&state, p.channel_id, auth.user_id).await?;
     Ok(axum::Json(
-        shared::send(&state, auth.user_id, p.channel_id, audience, body, key).await?,
+        shared::send(
+            &state,
+            state.db.acquire().await?,
+            auth.user_id,
+            p.channel_id,
+            audience,
+            body,
+            key,
+        )
+        .await?,
     ))
 }
 

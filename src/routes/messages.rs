@@ -6,6 +6,8 @@ use aide::axum::routing::get_with;
 use axum::extract::State;
 use schemars::JsonSchema;
 use serde::Deserialize;
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, Postgres};
 use uuid::Uuid;
 
 use crate::entities::channels::ChannelType;
@@ -200,10 +202,14 @@ pub fn sanitize_filename(raw: &str) -> String {
         .to_string()
 }
 
-/// Sends a message: validation, idempotency, one transaction for the message, its attachments
-/// and the channel's `lastUpdated`, then `messages.onCreate` to the audience.
+/// Sends a message: validation, idempotency, one statement (or, with attachments or an
+/// idempotency key, one transaction) for the message, then `messages.onCreate` to the audience.
+/// Everything runs on `conn`, the connection the caller's access check used: each pool release
+/// costs a round trip (sqlx pings a released connection), and a second acquire while holding
+/// one could wait on a pool that every request holds half of.
 pub async fn send(
     state: &AppState,
+    mut conn: PoolConnection<Postgres>,
     author: UserId,
     channel: ChannelId,
     audience: Audience,
@@ -219,39 +225,44 @@ pub async fn send(
         Audience::Dm(..) => "dm.messages.create",
     };
     if let Some(key) = &key.0
-        && let Some(original) = idempotency::claim(state, author, operation, key, channel).await?
+        && let Some(original) = idempotency::claim(&mut conn, author, operation, key, channel).await?
     {
         return Ok(original);
     }
-    let result = insert_message(state, author, channel, audience, payload, &key, operation).await;
-    if result.is_err()
-        && let Some(k) = &key.0
-    {
-        idempotency::release(state, author, operation, k).await;
-    }
-    result
+    let result = insert_message(state, &mut conn, author, channel, &payload, &key, operation).await;
+    let message = match result {
+        Ok(message) => message,
+        Err(e) => {
+            if let Some(k) = &key.0 {
+                idempotency::release(&mut conn, author, operation, k).await;
+            }
+            return Err(e);
+        }
+    };
+    // Committed: the connection goes back before the event is published.
+    drop(conn);
+    let mut outbox = Outbox::new();
+    audience.push(&mut outbox, "messages.onCreate", &message);
+    state.bus.publish_all(outbox).await;
+    Ok(message)
 }
 
 async fn insert_message(
     state: &AppState,
+    conn: &mut PgConnection,
     author: UserId,
     channel: ChannelId,
-    audience: Audience,
-    payload: MessageSendPayload,
+    payload: &MessageSendPayload,
     key: &IdempotencyKey,
     operation: &str,
 ) -> Result<MessageExt> {
     let id = Uuid::now_v7();
     let at = messages::id_timestamp(id).unwrap_or_else(Timestamp::now);
-    let mut outbox = Outbox::new();
     if payload.attachments.is_empty() && key.0.is_none() {
         // A single statement is atomic: no explicit transaction.
-        let message = messages::insert(&state.db, id, channel, author, at, &payload.content).await?;
-        audience.push(&mut outbox, "messages.onCreate", &message);
-        state.bus.publish_all(outbox).await;
-        return Ok(message);
+        return messages::insert(&mut *conn, id, channel, author, at, &payload.content).await;
     }
-    let mut tx = state.db.begin().await?;
+    let mut tx = conn.begin().await?;
     let mut message = messages::insert(&mut *tx, id, channel, author, at, &payload.content).await?;
     for (i, input) in payload.attachments.iter().enumerate() {
         let attachment = attachment::resolve(state, &mut tx, id, i, input).await?;
@@ -261,8 +272,7 @@ async fn insert_message(
     if let Some(k) = &key.0 {
         idempotency::complete(&mut tx, author, operation, k, id).await?;
     }
-    audience.push(&mut outbox, "messages.onCreate", &message);
-    outbox.commit(tx, &state.bus).await?;
+    tx.commit().await?;
     Ok(message)
 }
 
@@ -382,8 +392,9 @@ async fn create(
             return Err(e);
         }
     };
+    let mut conn = state.db.acquire().await?;
     let (session, access) = crate::entities::access::session_channel_access(
-        &state.db,
+        &mut *conn,
         p.space_id,
         p.channel_id,
         auth.user_id,
@@ -404,6 +415,7 @@ async fn create(
     }
     let message = send(
         &state,
+        conn,
         auth.user_id,
         p.channel_id,
         Audience::Space(p.space_id),
@@ -467,13 +479,12 @@ mod idempotency {
     /// Claims the key for a new send; returns the original message for a completed one, or
     /// 409 while the first request is still in flight.
     pub async fn claim(
-        state: &AppState,
+        conn: &mut PgConnection,
         user: UserId,
         operation: &str,
         key: &str,
         channel: ChannelId,
     ) -> Result<Option<MessageExt>> {
-        let mut conn = state.db.acquire().await?;
         sqlx::query(
             "DELETE FROM idempotency_keys WHERE user_id = $1 AND operation = $2 AND key = $3 \
              AND created_at < now() - interval '10 minutes'",
@@ -503,7 +514,7 @@ mod idempotency {
         .fetch_optional(&mut *conn)
         .await?;
         match original.flatten() {
-            Some(id) => Ok(Some(messages::get(&mut conn, channel, id).await?.ok_or_else(|| {
+            Some(id) => Ok(Some(messages::get(conn, channel, id).await?.ok_or_else(|| {
                 Error::new(ErrorCode::Conflict, "This Idempotency-Key was used for another channel")
             })?)),
             None => Err(Error::new(
@@ -531,14 +542,14 @@ mod idempotency {
     }
 
     /// Frees a key whose send failed, so a corrected retry can use it.
-    pub async fn release(state: &AppState, user: UserId, operation: &str, key: &str) {
+    pub async fn release(conn: &mut PgConnection, user: UserId, operation: &str, key: &str) {
         let res = sqlx::query(
             "DELETE FROM idempotency_keys WHERE user_id = $1 AND operation = $2 AND key = $3 AND message_id IS NULL",
         )
         .bind(user)
         .bind(operation)
         .bind(key)
-        .execute(&state.db)
+        .execute(conn)
         .await;
         if let Err(e) = res {
             tracing::warn!(error = %e, "idempotency key not released");
