@@ -605,6 +605,34 @@ async fn resume_after_abrupt_disconnect_loses_and_duplicates_nothing() {
     assert_eq!(all, sent, "every message exactly once, in order");
 }
 
+/// A `PUBLISH` that timed out may have reached Redis all the same, and is retried with the same
+/// bytes: sockets must get the event once (under overload this once repeated a message to every
+/// member of a large space).
+#[tokio::test]
+async fn an_event_published_twice_is_delivered_once() {
+    use alterego::functions::bus::{Topic, encode};
+    let app = TestApp::spawn().await;
+    let owner = app.register("Owner").await;
+    let reader = app.register("Reader").await;
+    let (sid, general) = space(&app, &owner, &[&reader]).await;
+    let mut c = app.ws_auth(&reader).await;
+    let first = say(&app, &owner, &sid, &general, "original").await;
+    let original = c.expect("messages.onCreate").await;
+    let payload = encode("messages.onCreate", &original.data).unwrap();
+    let topic = Topic::space(uuid::Uuid::parse_str(&sid).unwrap());
+    app.state.bus.publish_raw(&topic, payload.clone()).await;
+    app.state.bus.publish_raw(&topic, payload).await;
+    let marker = say(&app, &owner, &sid, &general, "marker").await;
+    while created(&c).last() != Some(&marker) {
+        c.expect("messages.onCreate").await;
+    }
+    assert_eq!(
+        created(&c),
+        vec![first.clone(), first, marker],
+        "the repeat was dropped"
+    );
+}
+
 #[tokio::test]
 async fn resume_failures_and_replacement() {
     let app = TestApp::spawn_with(true, |c| c.ws_resume_window = Duration::from_millis(1500)).await;

@@ -6,14 +6,14 @@
 //! Events are serialised once, at publish, into `{"id","op","data"}`; the gateway splices its
 //! per-session `seq` into those bytes rather than re-serialising.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -22,6 +22,9 @@ use crate::functions::ids::{SessionId, UserId};
 /// Capacity of the process-wide inbound stream; a receiver that lags behind it must resync.
 const INBOUND_CAPACITY: usize = 65_536;
 const PUBLISH_ATTEMPTS: u32 = 3;
+/// How many recent event ids the subscriber remembers to drop a repeated publish (see
+/// [`RecentIds`]); far more than a retry's few hundred milliseconds of events.
+const RECENT_IDS: usize = 16_384;
 
 /// A bus topic. Names are informative (spec §8.3); the constructors are the only way to make one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -368,6 +371,47 @@ impl Outbox {
 /// Channels per SUBSCRIBE command when many are (re-)subscribed at once.
 const SUBSCRIBE_BATCH: usize = 512;
 
+/// The ids of the last events received, so that an event published twice reaches consumers
+/// once. A `PUBLISH` that timed out may still have reached Redis; its retry (same bytes, same
+/// id) must not deliver the event again — under overload that repeated a message to every
+/// member of an 18,000-member space.
+struct RecentIds {
+    set: HashSet<Uuid>,
+    order: VecDeque<Uuid>,
+    capacity: usize,
+}
+
+impl RecentIds {
+    fn new(capacity: usize) -> Self {
+        RecentIds {
+            set: HashSet::with_capacity(capacity),
+            order: VecDeque::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    /// Whether `payload` is an event seen for the first time (payloads without an id pass).
+    fn first_time(&mut self, payload: &[u8]) -> bool {
+        #[derive(Deserialize)]
+        struct Id {
+            id: Uuid,
+        }
+        let Ok(Id { id }) = serde_json::from_slice::<Id>(payload) else {
+            return true;
+        };
+        if !self.set.insert(id) {
+            return false;
+        }
+        if self.order.len() == self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.set.remove(&oldest);
+        }
+        self.order.push_back(id);
+        true
+    }
+}
+
 /// Owns the one subscriber connection: applies (un)subscriptions, forwards messages, and on a
 /// lost connection reconnects, re-subscribes everything and then tells consumers to resync
 /// (spec §8.4: events published during the gap are lost; from the resync on, none are).
@@ -383,6 +427,7 @@ async fn subscriber_task(
     let mut conn = Some(first);
     let mut backoff = Duration::from_millis(100);
     let mut lost = false;
+    let mut recent = RecentIds::new(RECENT_IDS);
     loop {
         let pubsub = match conn.take() {
             Some(c) => c,
@@ -458,6 +503,9 @@ async fn subscriber_task(
                 msg = stream.next() => {
                     let Some(msg) = msg else { break };
                     let Some(topic) = wanted.get(msg.get_channel_name()) else { continue };
+                    if !recent.first_time(msg.get_payload_bytes()) {
+                        continue;
+                    }
                     let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
                     let _ = inbound.send(Inbound::Message(BusMessage { topic: topic.clone(), payload }));
                 }
@@ -493,6 +541,21 @@ mod tests {
         bus.unsubscribe(&a).await;
         bus.publish(&a, "x.after", &1).await;
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_repeated_event_id_is_dropped_while_remembered() {
+        let mut recent = RecentIds::new(2);
+        let a = encode("x.a", &1).unwrap();
+        let b = encode("x.b", &2).unwrap();
+        let c = encode("x.c", &3).unwrap();
+        assert!(recent.first_time(&a));
+        assert!(!recent.first_time(&a), "a retried publish is dropped");
+        assert!(recent.first_time(&b));
+        assert!(recent.first_time(&c), "c evicts a");
+        assert!(recent.first_time(&a), "forgotten after `capacity` newer events");
+        assert!(recent.first_time(b"not json"), "payloads without an id pass");
+        assert!(recent.first_time(b"not json"));
     }
 
     #[tokio::test]
