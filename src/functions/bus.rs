@@ -288,6 +288,8 @@ impl Bus {
         }
     }
 
+    /// Publishes bytes made by [`encode`]. Each encoded event has its own id, and subscribers
+    /// drop an id they have just seen, so the same bytes must not be published to two topics.
     pub async fn publish_raw(&self, topic: &Topic, payload: Bytes) {
         metrics::counter!("alterego_events_published_total").increment(1);
         match &self.inner.backend {
