@@ -486,6 +486,23 @@ async fn idempotent_sends() {
     // A failed send frees its key.
     send("retry-3", "").await.expect(400, Some("ValidationFailed"));
     send("retry-3", "fixed").await.expect(200, None);
+    // Also when it fails inside its transaction (the key is released on the same connection,
+    // after the rollback): the message is not stored, and the corrected retry goes through.
+    let with_bad_attachment = app
+        .http
+        .post(app.url(&base))
+        .bearer_auth(&ann.access)
+        .header("idempotency-key", "retry-4")
+        .json(&json!({"content": "x", "attachments": [{"url": "https://evil.example/a.png"}]}));
+    TestApp::read(with_bad_attachment.send().await.unwrap())
+        .await
+        .expect(400, Some("InvalidMediaReference"));
+    send("retry-4", "fixed").await.expect(200, None);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(app.db())
+        .await
+        .unwrap();
+    assert_eq!(count, 4, "once, twice, fixed (retry-3), fixed (retry-4)");
     let bad = app
         .http
         .post(app.url(&base))
