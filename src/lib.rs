@@ -7,8 +7,10 @@ pub mod db;
 pub mod entities;
 pub mod error;
 pub mod functions;
+pub mod gateway;
 pub mod middlewares;
 pub mod routes;
+pub mod services;
 pub mod state;
 
 use std::future::Future;

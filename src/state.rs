@@ -16,7 +16,7 @@ use crate::functions::media::{MediaStore, StoreError};
 use crate::functions::passwords::Hasher;
 use crate::functions::rate_limit::RateLimiter;
 use crate::functions::verification::{NetworkProbe, SharedProbe};
-use crate::routes::ws::Gateway;
+use crate::gateway::Gateway;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -78,9 +78,10 @@ impl AppState {
         let media = MediaStore::from_config(&config).await?;
         let handle_keys = Arc::new(HandleKeys::from_config(&config)?);
         let config = Arc::new(config);
-        let gateway = Gateway::start(config.clone(), db.clone(), bus.clone(), redis.clone());
+        let jwt = Arc::new(JwtKeys::new(&config.jwt_secret, &config.jwt_issuer));
+        let gateway = Gateway::start(config.clone(), db.clone(), jwt.clone(), bus.clone(), redis.clone());
         Ok(AppState {
-            jwt: Arc::new(JwtKeys::new(&config.jwt_secret, &config.jwt_issuer)),
+            jwt,
             hasher: Hasher::new(config.bcrypt_cost)?,
             metrics: crate::middlewares::metrics::recorder(),
             config,

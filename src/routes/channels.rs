@@ -399,7 +399,7 @@ async fn set_override(
     // Keeps the gateway's view of the space current (never delivered), before the Δvis events.
     outbox.push(
         Topic::space(p.space_id.0),
-        crate::routes::ws::view::OVERRIDE_SET,
+        crate::gateway::view::OVERRIDE_SET,
         &row.wire(),
     );
     visibility_events(&before, &after, &all, &mut outbox);
@@ -433,7 +433,7 @@ async fn delete_override(
     // Keeps the gateway's view of the space current (never delivered), before the Δvis events.
     outbox.push(
         Topic::space(p.space_id.0),
-        crate::routes::ws::view::OVERRIDE_DELETE,
+        crate::gateway::view::OVERRIDE_DELETE,
         &serde_json::json!({ "channelId": p.channel_id, "targetId": p.target_id }),
     );
     visibility_events(&before, &after, &all, &mut outbox);

@@ -388,7 +388,7 @@ async fn create(
     let (p, key, body) = match parsed {
         Ok(parsed) => parsed,
         Err(e) => {
-            auth.check(&state).await?;
+            auth.check(&state.db).await?;
             return Err(e);
         }
     };

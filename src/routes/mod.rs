@@ -99,7 +99,7 @@ pub fn openapi() -> (axum::Router<AppState>, OpenApi) {
     aide::generate::extract_schemas(true);
     let mut api = OpenApi::default();
     let router = api_router().finish_api_with(&mut api, document);
-    ws::doc::document(&mut api);
+    crate::gateway::openapi::document(&mut api);
     (router, api)
 }
 

@@ -15,11 +15,11 @@ use crate::functions::ids::UserId;
 use crate::functions::media::Store;
 use crate::functions::patch::nullable;
 use crate::functions::{media_ref, validation};
+use crate::gateway::protocol::Presence;
 use crate::middlewares::auth::Auth;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
 use crate::routes::RouterExt;
-use crate::routes::ws::protocol::Presence;
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {

@@ -18,8 +18,7 @@ use super::protocol::{self, Command, InvalidSessionPayload, KnownOp};
 use super::session::{Close, Conn};
 use crate::error::ErrorCode;
 use crate::functions::ids::UserId;
-use crate::middlewares::auth::Auth;
-use crate::state::AppState;
+use crate::services::auth::Auth;
 
 /// At most this many commands per [`COMMAND_WINDOW`] per connection (spec §7.4).
 const COMMAND_LIMIT: usize = 120;
@@ -53,11 +52,11 @@ impl Drop for OpenGuard {
     }
 }
 
-pub async fn run(mut socket: WebSocket, state: AppState, token: Option<String>) {
-    let open = OpenGuard::new(&state.gateway);
+pub async fn run(mut socket: WebSocket, gateway: Gateway, token: Option<String>) {
+    let open = OpenGuard::new(&gateway);
     let conn = Conn::new();
     // Boxed: the authentication phase's state does not stay in an idle connection's task.
-    let established = Box::pin(establish(&mut socket, &state, &conn, token)).await;
+    let established = Box::pin(establish(&mut socket, &gateway, &conn, token)).await;
     let (sid, user) = match established {
         Ok(v) => v,
         Err(Stop::Close(close)) => {
@@ -67,10 +66,8 @@ pub async fn run(mut socket: WebSocket, state: AppState, token: Option<String>) 
         Err(Stop::Gone { .. }) => return,
     };
     // The rest of the connection's life runs in a task of its own that holds only what an
-    // active connection needs (not the whole `AppState`, nor this function's state).
-    let heartbeat = state.config.ws_heartbeat_interval;
-    let gateway = state.gateway.clone();
-    drop(state);
+    // active connection needs (not this function's state).
+    let heartbeat = gateway.config().ws_heartbeat_interval;
     tokio::spawn(async move {
         let end = match active(&mut socket, &gateway, &conn, user, heartbeat).await {
             Stop::Close(close) => {
@@ -117,8 +114,8 @@ fn stop_for(error: axum::Error) -> Stop {
 }
 
 /// A token that fails verification closes with 4004; a server error with 4000.
-async fn verify(state: &AppState, token: &str) -> Result<Auth, Stop> {
-    Auth::verify(state, token).await.map_err(|e| {
+async fn verify(gateway: &Gateway, token: &str) -> Result<Auth, Stop> {
+    gateway.verify(token).await.map_err(|e| {
         Stop::Close(if e.code() == ErrorCode::InternalError {
             Close::UNKNOWN
         } else {
@@ -130,17 +127,16 @@ async fn verify(state: &AppState, token: &str) -> Result<Auth, Stop> {
 /// `AWAIT_AUTH` (spec §7.3): returns the session and its user.
 async fn establish(
     socket: &mut WebSocket,
-    state: &AppState,
+    gateway: &Gateway,
     conn: &Arc<Conn>,
     token: Option<String>,
 ) -> Result<(Uuid, UserId), Stop> {
-    let gateway = &state.gateway;
     if let Some(token) = token {
-        let auth = verify(state, &token).await?;
+        let auth = verify(gateway, &token).await?;
         let sid = gateway.authenticate(auth, conn).await.map_err(Stop::Close)?;
         return Ok((sid, auth.user_id));
     }
-    let mut deadline = Instant::now() + state.config.ws_auth_timeout;
+    let mut deadline = Instant::now() + gateway.config().ws_auth_timeout;
     loop {
         let msg = match tokio::time::timeout_at(deadline, socket.recv()).await {
             Err(_) => return Err(Stop::Close(Close::NOT_AUTHENTICATED)),
@@ -157,12 +153,12 @@ async fn establish(
         match protocol::decode(text.as_str()) {
             Err(_) => return Err(Stop::Close(Close::DECODE)),
             Ok(Command::Authenticate { token }) => {
-                let auth = verify(state, &token).await?;
+                let auth = verify(gateway, &token).await?;
                 let sid = gateway.authenticate(auth, conn).await.map_err(Stop::Close)?;
                 return Ok((sid, auth.user_id));
             }
             Ok(Command::Resume { token, session_id, seq }) => {
-                let auth = verify(state, &token).await?;
+                let auth = verify(gateway, &token).await?;
                 match gateway.resume(auth, session_id, seq, conn).await {
                     Ok(_) => return Ok((session_id, auth.user_id)),
                     Err(reason) => {
@@ -170,7 +166,7 @@ async fn establish(
                         if socket.send(Message::Text(Utf8Bytes::from(frame))).await.is_err() {
                             return Err(Stop::Gone { normal: false });
                         }
-                        deadline = Instant::now() + state.config.ws_auth_timeout;
+                        deadline = Instant::now() + gateway.config().ws_auth_timeout;
                     }
                 }
             }

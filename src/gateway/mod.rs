@@ -11,8 +11,8 @@
 //! applies its messages to the hub in order.
 
 pub mod connection;
-pub mod doc;
 pub mod hub;
+pub mod openapi;
 pub mod protocol;
 pub mod session;
 pub mod shared;
@@ -23,12 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Query, State};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde::Deserialize;
+use axum::extract::ws::{Utf8Bytes, WebSocket};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -41,14 +36,13 @@ use crate::entities::sessions::{self, SessionState};
 use crate::error::Error;
 use crate::functions::bus::{Bus, Inbound, Topic};
 use crate::functions::ids::{ChannelId, SessionId, UserId};
-use crate::functions::rate_limit::Bucket;
-use crate::middlewares::auth::Auth;
-use crate::middlewares::client_ip::ClientIp;
-use crate::state::AppState;
+use crate::functions::jwt::JwtKeys;
+use crate::services::auth::Auth;
 
-/// The socket buffers (see `upgrade`).
-const READ_BUFFER: usize = 2048;
-const WRITE_BUFFER: usize = 4096;
+/// The socket buffers (DESIGN.md "WebSocket memory"): commands are a few hundred bytes; a larger
+/// inbound frame (≤ 8 KiB) grows the read buffer as it arrives.
+pub const READ_BUFFER: usize = 2048;
+pub const WRITE_BUFFER: usize = 4096;
 /// How long a resume waits for the owning instance to hand a session over (spec §8.5).
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long authentication may take to load the user's state before giving up (4000).
@@ -64,6 +58,7 @@ pub(crate) struct Inner {
     instance: Uuid,
     config: Arc<Config>,
     db: sqlx::PgPool,
+    jwt: Arc<JwtKeys>,
     bus: Bus,
     shared: Shared,
     hub: Mutex<Hub>,
@@ -111,6 +106,7 @@ impl Gateway {
     pub fn start(
         config: Arc<Config>,
         db: sqlx::PgPool,
+        jwt: Arc<JwtKeys>,
         bus: Bus,
         redis: Option<redis::aio::ConnectionManager>,
     ) -> Self {
@@ -123,6 +119,7 @@ impl Gateway {
             shared: Shared::new(redis, config.redis_prefix.clone()),
             config,
             db,
+            jwt,
             bus,
             hub: Mutex::new(Hub::default()),
             presence: presence_tx,
@@ -154,6 +151,20 @@ impl Gateway {
     /// Whether a session held here is attached to a connection (`None`: not held here).
     pub fn is_attached(&self, session: Uuid) -> Option<bool> {
         self.inner.lock().is_attached(session)
+    }
+
+    /// Serves an upgraded socket until it closes; `token` came in the upgrade's query string.
+    pub async fn serve(self, socket: WebSocket, token: Option<String>) {
+        connection::run(socket, self, token).await
+    }
+
+    /// Verifies a token as the REST extractors do (spec §7.3).
+    pub async fn verify(&self, token: &str) -> Result<Auth, Error> {
+        Auth::verify(&self.inner.jwt, &self.inner.db, token).await
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
     }
 
     /// Open WebSocket connections on this instance.
@@ -502,56 +513,4 @@ async fn registry_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedRec
             RegistryCmd::Refresh(sids) => inner.shared.refresh(&sids).await,
         }
     }
-}
-
-// ----- the route -------------------------------------------------------------------------
-
-/// `GET /ws`: a plain route (not in the REST rate-limit layer: it checks `ws-connect` itself).
-pub fn router() -> Router<AppState> {
-    Router::new().route("/ws", get(upgrade))
-}
-
-#[derive(Deserialize)]
-struct WsQuery {
-    #[serde(default)]
-    token: Option<String>,
-}
-
-async fn upgrade(State(state): State<AppState>, req: axum::extract::Request) -> Response {
-    let (mut parts, _body) = req.into_parts();
-    if state.is_draining() || state.gateway.is_draining() {
-        return Error::unavailable("This instance is shutting down").into_response();
-    }
-    // `RATE_LIMITS=off` (benchmarks) lifts the connect limit with the REST ones.
-    if state.config.rate_limits {
-        let ip = ClientIp::from_parts(&parts, &state).0.to_string();
-        let decision = state.limiter.check(Bucket::WsConnect, &ip, 1).await;
-        if !decision.allowed {
-            metrics::counter!("alterego_rate_limited_total", "bucket" => decision.bucket).increment(1);
-            let mut res = Error::rate_limited(decision.retry_after.as_secs_f64()).into_response();
-            crate::middlewares::rate_limit::set_headers(res.headers_mut(), &decision);
-            return res;
-        }
-    }
-    let token = Query::<WsQuery>::try_from_uri(&parts.uri)
-        .ok()
-        .and_then(|q| q.0.token)
-        .filter(|t| !t.is_empty());
-    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-        Ok(ws) => ws,
-        Err(rejection) => {
-            return Error::new(
-                crate::error::ErrorCode::ValidationFailed,
-                format!("A WebSocket upgrade is required: {rejection}"),
-            )
-            .into_response();
-        }
-    };
-    // Small buffers for many idle sockets (DESIGN.md "WebSocket memory"): commands are a few
-    // hundred bytes; a larger inbound frame (≤ 8 KiB) grows the read buffer as it arrives.
-    ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(protocol::MAX_INBOUND_FRAME)
-        .max_frame_size(protocol::MAX_INBOUND_FRAME)
-        .on_upgrade(move |socket| connection::run(socket, state, token))
 }

@@ -1,0 +1,5 @@
+//! Domain operations that more than one caller needs (routes, the gateway, background tasks).
+//! They take plain types — ids, `Option<&str>` — never extractors, and reach sockets only through
+//! events on the bus.
+
+pub mod auth;
