@@ -62,23 +62,24 @@ async fn say(app: &TestApp, user: &TestUser, sid: &str, cid: &str, text: &str) -
 /// Sends a message in process, as `messages.create` does after its checks (no rate limit: the
 /// tests that send many messages are about delivery, not the `messages` bucket).
 async fn send(app: &TestApp, user: &TestUser, sid: &str, cid: &str, text: &str) -> String {
+    use alterego::entities::messages::MessageSendPayload;
+    use alterego::events::Conversation;
     use alterego::functions::ids::{ChannelId, SpaceId, UserId};
-    use alterego::middlewares::idempotency::IdempotencyKey;
-    use alterego::routes::messages::{Audience, MessageSendPayload};
     let uuid = |s: &str| uuid::Uuid::parse_str(s).unwrap();
     let payload = MessageSendPayload {
         content: text.to_string(),
         attachments: Vec::new(),
     };
     let conn = app.state.db.acquire().await.expect("pool");
-    let m = alterego::routes::messages::send(
-        &app.state,
+    let m = alterego::services::messages::send(
+        &app.state.bus,
+        &app.state.media,
         conn,
         UserId(uuid(&user.id)),
         ChannelId(uuid(cid)),
-        Audience::Space(SpaceId(uuid(sid))),
-        payload,
-        IdempotencyKey(None),
+        Conversation::Space(SpaceId(uuid(sid))),
+        &payload,
+        None,
     )
     .await
     .expect("send");
@@ -719,6 +720,8 @@ async fn slow_consumers_are_closed_with_4010_and_can_resume() {
     let session = slow.session_id.clone().unwrap();
     let alice_topic = Topic::user(UserId(uuid::Uuid::parse_str(&alice.id).unwrap()));
     let bob_topic = Topic::user(UserId(uuid::Uuid::parse_str(&bob.id).unwrap()));
+    // Events of an op the gateway delivers to a user's own sessions without reading its data.
+    let op = alterego::events::Op::UnreadUpdated.name();
     // 64 KiB events until the server gives up on the socket (the kernel's buffers absorb
     // tens of MiB first, then the 4 MiB queue overflows); the client reads nothing meanwhile.
     let blob = "x".repeat(64 * 1024);
@@ -728,12 +731,9 @@ async fn slow_consumers_are_closed_with_4010_and_can_resume() {
         assert!(published < 5000, "never overflowed");
         app.state
             .bus
-            .publish(&alice_topic, "test.big", &json!({"i": published, "blob": blob}))
+            .publish(&alice_topic, op, &json!({"i": published, "blob": blob}))
             .await;
-        app.state
-            .bus
-            .publish(&bob_topic, "test.small", &json!({"i": published}))
-            .await;
+        app.state.bus.publish(&bob_topic, op, &json!({"i": published})).await;
         published += 1;
         tokio::task::yield_now().await;
     }
@@ -741,14 +741,14 @@ async fn slow_consumers_are_closed_with_4010_and_can_resume() {
     for _ in 0..5 {
         app.state
             .bus
-            .publish(&alice_topic, "test.big", &json!({"i": published, "blob": "y"}))
+            .publish(&alice_topic, op, &json!({"i": published, "blob": "y"}))
             .await;
         published += 1;
     }
     // The other socket is not held up.
     let mut small = 0;
     while small < published - 5 {
-        fast.expect("test.small").await;
+        fast.expect(op).await;
         small += 1;
     }
     assert_eq!(slow.closed(Duration::from_secs(30)).await, Some(4010));

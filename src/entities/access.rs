@@ -1,5 +1,5 @@
-//! Who may do what in a space: loads the calculator's inputs (spec §5.5) and answers the
-//! questions handlers ask — is the caller a member, do they hold a bit, can they see a channel.
+//! The permission calculator's inputs (spec §5.5): standings, overrides and visibility, read
+//! from the database. The decisions built on them are `services::access`.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::entities::channels::{self, Channel, ChannelType};
 use crate::entities::sessions::SessionState;
-use crate::error::{Error, ErrorCode};
+use crate::error::Error;
 use crate::functions::ids::{ChannelId, SessionId, SpaceId, UserId};
 use crate::functions::permissions::{Override, Permissions, RoleGrant, Standing, Target};
 
@@ -112,21 +112,20 @@ macro_rules! channel_access_sql {
 }
 
 /// A channel of a space as its message operations see it: its type and the caller's permissions
-/// in it. One query reads what [`SpaceMember::load`] then [`SpaceMember::channel`] read, with the
-/// same answers: 404 unless `user` is a member of `space` and can view the channel.
+/// in it, in one query; `None` unless `user` is a member of `space` and the channel is in it.
 pub async fn channel_access(
     db: impl PgExecutor<'_>,
     space: SpaceId,
     channel: ChannelId,
     user: UserId,
-) -> Result<(ChannelType, Permissions), Error> {
+) -> Result<Option<(ChannelType, Permissions)>, Error> {
     let row: Option<ChannelAccessRow> = sqlx::query_as(channel_access_sql!())
         .bind(space)
         .bind(user)
         .bind(channel)
         .fetch_optional(db)
         .await?;
-    row.ok_or_else(Error::not_found)?.resolve()
+    Ok(row.and_then(ChannelAccessRow::resolve))
 }
 
 /// The state of the caller's auth session and [`channel_access`], in one round trip.
@@ -136,7 +135,7 @@ pub async fn session_channel_access(
     channel: ChannelId,
     user: UserId,
     session: SessionId,
-) -> Result<(SessionState, Result<(ChannelType, Permissions), Error>), Error> {
+) -> Result<(SessionState, Option<(ChannelType, Permissions)>), Error> {
     let row = sqlx::query(concat!(
         "SELECT (SELECT revoked_at IS NOT NULL FROM auth_sessions WHERE id = $4 AND user_id = $2) \
          AS session_revoked, a.* FROM (SELECT) one LEFT JOIN LATERAL (",
@@ -151,15 +150,15 @@ pub async fn session_channel_access(
     .await?;
     let session = SessionState::from_revoked(row.try_get("session_revoked")?);
     let access = match row.try_get::<Option<Uuid>, _>("user_id")? {
-        None => Err(Error::not_found()),
+        None => None,
         Some(_) => ChannelAccessRow::from_row(&row)?.resolve(),
     };
     Ok((session, access))
 }
 
 impl ChannelAccessRow {
-    fn resolve(self) -> Result<(ChannelType, Permissions), Error> {
-        let kind = self.channel_type.ok_or_else(Error::not_found)?;
+    fn resolve(self) -> Option<(ChannelType, Permissions)> {
+        let kind = self.channel_type?;
         let overrides: Vec<Override> = self
             .override_types
             .iter()
@@ -167,16 +166,7 @@ impl ChannelAccessRow {
             .zip(self.override_allows.iter().zip(&self.override_denies))
             .map(|((kind, target), (allow, deny))| to_override(kind, *target, *allow, *deny))
             .collect();
-        Ok((kind, viewable(Standing::from(self.standing).channel(&overrides))?))
-    }
-}
-
-/// Permissions in a channel, or 404 when they do not include seeing it.
-fn viewable(perms: Permissions) -> Result<Permissions, Error> {
-    if perms.contains(Permissions::VIEW_CHANNEL) {
-        Ok(perms)
-    } else {
-        Err(Error::not_found())
+        Some((kind, Standing::from(self.standing).channel(&overrides)))
     }
 }
 
@@ -272,95 +262,4 @@ pub fn visible_channels(standing: &Standing, all: &[Channel], overrides: &[(Uuid
         })
         .cloned()
         .collect()
-}
-
-/// The caller's membership in a space, for authorization.
-#[derive(Debug, Clone)]
-pub struct SpaceMember {
-    pub space_id: SpaceId,
-    pub user_id: UserId,
-    pub standing: Standing,
-}
-
-impl SpaceMember {
-    /// 404 unless `user` is a member of `space` (a space one cannot see does not exist).
-    pub async fn load(db: impl PgExecutor<'_>, space: SpaceId, user: UserId) -> Result<SpaceMember, Error> {
-        let standing = standing(db, space, user).await?.ok_or_else(Error::not_found)?;
-        Ok(SpaceMember {
-            space_id: space,
-            user_id: user,
-            standing,
-        })
-    }
-
-    pub fn permissions(&self) -> Permissions {
-        self.standing.space()
-    }
-
-    /// 403 `InsufficientPermissions` naming the missing bits.
-    pub fn require(&self, needed: Permissions) -> Result<(), Error> {
-        require_bits(self.permissions(), needed)
-    }
-
-    /// 403 `Forbidden` unless the caller owns the space.
-    pub fn require_owner(&self) -> Result<(), Error> {
-        if self.standing.is_owner {
-            Ok(())
-        } else {
-            Err(Error::new(
-                ErrorCode::Forbidden,
-                "Only the owner of the space may do this",
-            ))
-        }
-    }
-
-    /// A channel of this space the caller can view, with the caller's permissions in it;
-    /// 404 for channels of other spaces and for channels the caller cannot view.
-    pub async fn channel(&self, conn: &mut sqlx::PgConnection, id: ChannelId) -> Result<(Channel, Permissions), Error> {
-        let channel = channels::get(&mut *conn, self.space_id, id)
-            .await?
-            .ok_or_else(Error::not_found)?;
-        let perms = viewable(self.standing.channel(&channel_overrides(&mut *conn, id).await?))?;
-        Ok((channel, perms))
-    }
-}
-
-pub fn require_bits(held: Permissions, needed: Permissions) -> Result<(), Error> {
-    let missing = needed - held;
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::new(
-            ErrorCode::InsufficientPermissions,
-            format!("Missing permission: {}", missing.names()),
-        ))
-    }
-}
-
-pub fn insufficient_rank() -> Error {
-    Error::new(
-        ErrorCode::InsufficientRank,
-        "The target is not below you in the role hierarchy",
-    )
-}
-
-/// Visibility deltas (spec §5.5 Δvis): `channels.onCreate` for each channel a member newly sees,
-/// `channels.onDelete` for each they no longer see, sent to that member's own topic.
-pub fn visibility_events(
-    before: &Visibility,
-    after: &Visibility,
-    all: &[Channel],
-    outbox: &mut crate::functions::bus::Outbox,
-) {
-    use crate::functions::bus::Topic;
-    let empty = BTreeSet::new();
-    for (user, now) in after {
-        let was = before.get(user).unwrap_or(&empty);
-        for c in all.iter().filter(|c| now.contains(&c.id) && !was.contains(&c.id)) {
-            outbox.push(Topic::user(*user), "channels.onCreate", c);
-        }
-        for c in all.iter().filter(|c| was.contains(&c.id) && !now.contains(&c.id)) {
-            outbox.push(Topic::user(*user), "channels.onDelete", c);
-        }
-    }
 }

@@ -1,13 +1,14 @@
 //! Messages and their attachments (spec §3.2 MessageExt, §4.10), keyset-paged by UUIDv7 id.
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
 
 use crate::entities::users::{User, UserCategory};
 use crate::error::Error;
 use crate::functions::ids::{ChannelId, UserId};
+use crate::functions::query::empty_as_none;
 use crate::functions::time::Timestamp;
 
 pub const CONTENT_MAX: usize = 4000;
@@ -303,4 +304,64 @@ mod tests {
         assert_eq!(ts, Timestamp::from(ts.0), "already at millisecond precision");
         assert_eq!(id_timestamp(Uuid::new_v4()), None);
     }
+}
+
+// ----- request bodies and queries shared by space and DM messages -------------------------
+
+/// `limit` and at most one of `cursor`, `before`, `after`, `around` (spec §2.7, §4.18).
+#[derive(Deserialize, JsonSchema)]
+pub struct MessageListQuery {
+    #[serde(default, deserialize_with = "empty_as_none")]
+    #[schemars(with = "Option<Uuid>")]
+    pub cursor: Option<Uuid>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    #[schemars(with = "Option<Uuid>")]
+    pub before: Option<Uuid>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    #[schemars(with = "Option<Uuid>")]
+    pub after: Option<Uuid>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    #[schemars(with = "Option<Uuid>")]
+    pub around: Option<Uuid>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    #[schemars(with = "Option<i64>")]
+    pub limit: Option<i64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct SearchQuery {
+    #[serde(default)]
+    pub q: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    #[schemars(with = "Option<Uuid>")]
+    pub before: Option<Uuid>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    #[schemars(with = "Option<i64>")]
+    pub limit: Option<i64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageAttachmentInput {
+    pub url: String,
+    #[serde(default)]
+    pub filename: Option<String>,
+    /// Ignored: the stored object's type is used.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Ignored: the stored object's size is used.
+    #[serde(default)]
+    pub size: Option<i64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct MessageSendPayload {
+    pub content: String,
+    #[serde(default)]
+    pub attachments: Vec<MessageAttachmentInput>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct MessageEditPayload {
+    pub content: String,
 }

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod bans;
 pub mod channels;
 pub mod handles;
+pub mod idempotency;
 pub mod invites;
 pub mod media;
 pub mod members;

@@ -325,13 +325,6 @@ impl Bus {
         }
     }
 
-    /// Publishes every event of an outbox in order.
-    pub async fn publish_all(&self, outbox: Outbox) {
-        for (topic, payload) in outbox.events {
-            self.publish_raw(&topic, payload).await;
-        }
-    }
-
     /// Whether the backend answers (for `/readyz`).
     pub async fn ping(&self) -> bool {
         match &self.inner.backend {
@@ -341,32 +334,6 @@ impl Bus {
                 redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
             }
         }
-    }
-}
-
-/// Events collected while a transaction runs, published only after it commits.
-#[derive(Default)]
-pub struct Outbox {
-    events: Vec<(Topic, Bytes)>,
-}
-
-impl Outbox {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn push<T: Serialize>(&mut self, topic: Topic, op: &str, data: &T) {
-        match encode(op, data) {
-            Ok(payload) => self.events.push((topic, payload)),
-            Err(e) => tracing::error!(%topic, op, error = %e, "event serialisation failed"),
-        }
-    }
-
-    /// Commits the transaction, then publishes. Nothing is published for rolled-back work.
-    pub async fn commit(self, tx: sqlx::Transaction<'_, sqlx::Postgres>, bus: &Bus) -> Result<(), sqlx::Error> {
-        tx.commit().await?;
-        bus.publish_all(self).await;
-        Ok(())
     }
 }
 

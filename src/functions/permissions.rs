@@ -499,8 +499,11 @@ mod tests {
 
         #[test]
         fn a_member_deny_of_view_always_hides(everyone in perms(), rs in roles(), os in overrides()) {
-            let s = standing(everyone, rs);
-            prop_assume!(!s.space().contains(P::ADMIN));
+            // Without ADMIN anywhere (generated, not assumed: most random standings hold it, and
+            // rejecting them exhausted proptest's reject budget now and then).
+            let rs = rs.into_iter().map(|mut r| { r.permissions.remove(P::ADMIN); r }).collect();
+            let s = standing(everyone - P::ADMIN, rs);
+            prop_assert!(!s.space().contains(P::ADMIN));
             let mut os: Vec<Override> = os.into_iter().filter(|o| o.target != Target::Member(id(ME))).collect();
             os.push(ov(Target::Member(id(ME)), P::empty(), P::VIEW_CHANNEL));
             prop_assert!(!s.can_view(&os));

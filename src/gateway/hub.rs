@@ -23,9 +23,10 @@ use uuid::Uuid;
 
 use super::protocol::{self, InvalidReason, ResyncPayload};
 use super::session::{Close, Conn, Dispatched, Event, Item, Published, Replay, Session};
-use super::view::{ChannelRef, INTERNAL_PREFIX, IdRef, SpaceView};
+use super::view::{ChannelRef, IdRef, SpaceView};
 use super::{Inner, PresenceCmd, RegistryCmd};
 use crate::entities::relations::RelationState;
+use crate::events::Op;
 use crate::functions::bus::{Topic, TopicKind};
 use crate::functions::ids::{ChannelId, SessionId, SpaceId, UserId};
 use crate::functions::permissions::Permissions;
@@ -169,7 +170,8 @@ struct RelationRow {
 }
 
 /// How a space event chooses its recipients among members.
-enum Audience {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recipients {
     Members,
     /// Members who can view this channel (after the event is applied).
     Channel(ChannelId),
@@ -180,24 +182,39 @@ enum Audience {
     Nobody,
 }
 
-fn space_audience(op: &str, data: &RawValue) -> Audience {
-    if op.starts_with(INTERNAL_PREFIX) {
-        return Audience::Nobody;
-    }
+/// The recipients of an event on a space topic (spec §7.7). No default arm: a new op must say
+/// who receives it here.
+fn space_recipients(op: Op, data: &RawValue) -> Recipients {
     match op {
-        "channels.onCreate" | "channels.onUpdate" => parse::<IdRef>(data)
-            .map(|c| Audience::Channel(ChannelId(c.id)))
-            .unwrap_or(Audience::Nobody),
-        "channels.onDelete" => parse::<IdRef>(data)
-            .map(|c| Audience::ChannelBefore(ChannelId(c.id)))
-            .unwrap_or(Audience::Nobody),
-        "messages.onCreate" | "messages.onUpdate" | "messages.onDelete" | "typing.onUpdate" => {
-            parse::<ChannelRef>(data)
-                .map(|c| Audience::Channel(c.channel_id))
-                .unwrap_or(Audience::Nobody)
-        }
-        "spaces.onUpdate" | "spaces.onDelete" => Audience::Shaped,
-        _ => Audience::Members,
+        Op::ChannelCreated | Op::ChannelUpdated => parse::<IdRef>(data)
+            .map(|c| Recipients::Channel(ChannelId(c.id)))
+            .unwrap_or(Recipients::Nobody),
+        Op::ChannelDeleted => parse::<IdRef>(data)
+            .map(|c| Recipients::ChannelBefore(ChannelId(c.id)))
+            .unwrap_or(Recipients::Nobody),
+        Op::MessageCreated | Op::MessageUpdated | Op::MessageDeleted | Op::TypingUpdated => parse::<ChannelRef>(data)
+            .map(|c| Recipients::Channel(c.channel_id))
+            .unwrap_or(Recipients::Nobody),
+        Op::SpaceUpdated | Op::SpaceDeleted => Recipients::Shaped,
+        Op::MemberCreated
+        | Op::MemberUpdated
+        | Op::MemberDeleted
+        | Op::RoleCreated
+        | Op::RoleUpdated
+        | Op::RoleDeleted => Recipients::Members,
+        // View upkeep only.
+        Op::OverrideSet | Op::OverrideDeleted => Recipients::Nobody,
+        // Never published on a space topic: if one were, nobody gets it.
+        Op::SpaceCreated
+        | Op::RelationCreated
+        | Op::RelationUpdated
+        | Op::RelationDeleted
+        | Op::UnreadUpdated
+        | Op::UserCreated
+        | Op::UserUpdated
+        | Op::UserDeleted
+        | Op::PresenceUpdated
+        | Op::SessionRevoked => Recipients::Nobody,
     }
 }
 
@@ -205,7 +222,7 @@ fn space_audience(op: &str, data: &RawValue) -> Audience {
 fn shaped_events(
     view: &SpaceView,
     id: Uuid,
-    op: &str,
+    op: Op,
     data: &RawValue,
     recipients: &[UserId],
 ) -> Vec<(UserId, Arc<Event>)> {
@@ -293,17 +310,19 @@ impl Hub {
         let Some(head) = Published::parse(payload) else {
             return;
         };
-        let op = head.op.as_ref();
+        let Some(op) = head.op() else {
+            return;
+        };
         let Some(entry) = self.spaces.get_mut(&space) else {
             return;
         };
         let Some(view) = &mut entry.view else {
             return;
         };
-        let audience = space_audience(op, head.data);
+        let audience = space_recipients(op, head.data);
         // Who could see a deleted channel is decided before the view forgets it.
         let before: Vec<UserId> = match audience {
-            Audience::ChannelBefore(c) => entry
+            Recipients::ChannelBefore(c) => entry
                 .audience
                 .iter()
                 .copied()
@@ -313,12 +332,12 @@ impl Hub {
         };
         let change = view.apply(op, head.data);
         let deliveries: Vec<(UserId, Arc<Event>)> = match audience {
-            Audience::Nobody => Vec::new(),
-            Audience::ChannelBefore(_) => {
+            Recipients::Nobody => Vec::new(),
+            Recipients::ChannelBefore(_) => {
                 let ev = Arc::new(Event::new(head.id, op, head.data.get()));
                 before.into_iter().map(|u| (u, ev.clone())).collect()
             }
-            Audience::Channel(c) => {
+            Recipients::Channel(c) => {
                 let ev = Arc::new(Event::new(head.id, op, head.data.get()));
                 entry
                     .audience
@@ -327,7 +346,7 @@ impl Hub {
                     .map(|u| (*u, ev.clone()))
                     .collect()
             }
-            Audience::Members => {
+            Recipients::Members => {
                 let ev = Arc::new(Event::new(head.id, op, head.data.get()));
                 entry
                     .audience
@@ -336,7 +355,7 @@ impl Hub {
                     .map(|u| (*u, ev.clone()))
                     .collect()
             }
-            Audience::Shaped => {
+            Recipients::Shaped => {
                 let members: Vec<UserId> = entry.audience.iter().copied().filter(|u| view.is_member(*u)).collect();
                 shaped_events(view, head.id, op, head.data, &members)
             }
@@ -353,7 +372,7 @@ impl Hub {
             self.deliver(inner, *user, ev, now);
         }
         // The space is gone: every local member leaves it.
-        if op == "spaces.onDelete" {
+        if op == Op::SpaceDeleted {
             let audience: Vec<UserId> = self
                 .spaces
                 .get(&space)
@@ -380,25 +399,28 @@ impl Hub {
         let Some(head) = Published::parse(payload) else {
             return;
         };
-        let op = head.op.as_ref();
-        if op.starts_with(INTERNAL_PREFIX) {
+        let Some(op) = head.op() else {
+            return;
+        };
+        if op.is_internal() {
             return;
         }
         let ev = Arc::new(Event::new(head.id, op, head.data.get()));
+        // No default arm: a new op must say what it does to a user's state.
         match op {
-            "spaces.onCreate" => {
+            Op::SpaceCreated => {
                 if let Some(s) = parse::<IdRef>(head.data) {
                     self.join_space(inner, user, SpaceId(s.id));
                 }
                 self.deliver(inner, user, &ev, Instant::now());
             }
-            "spaces.onDelete" => {
+            Op::SpaceDeleted => {
                 self.deliver(inner, user, &ev, Instant::now());
                 if let Some(s) = parse::<IdRef>(head.data) {
                     self.leave_space(inner, user, SpaceId(s.id));
                 }
             }
-            "relations.onCreate" | "relations.onUpdate" => {
+            Op::RelationCreated | Op::RelationUpdated => {
                 if let Some(row) = parse::<RelationRow>(head.data) {
                     self.set_relation(
                         inner,
@@ -413,13 +435,32 @@ impl Hub {
                 }
                 self.deliver(inner, user, &ev, Instant::now());
             }
-            "relations.onDelete" => {
+            Op::RelationDeleted => {
                 if let Some(row) = parse::<IdRef>(head.data) {
                     self.set_relation(inner, user, row.id, None);
                 }
                 self.deliver(inner, user, &ev, Instant::now());
             }
-            _ => self.deliver(inner, user, &ev, Instant::now()),
+            Op::SpaceUpdated
+            | Op::ChannelCreated
+            | Op::ChannelUpdated
+            | Op::ChannelDeleted
+            | Op::MemberCreated
+            | Op::MemberUpdated
+            | Op::MemberDeleted
+            | Op::RoleCreated
+            | Op::RoleUpdated
+            | Op::RoleDeleted
+            | Op::MessageCreated
+            | Op::MessageUpdated
+            | Op::MessageDeleted
+            | Op::TypingUpdated
+            | Op::UnreadUpdated
+            | Op::UserCreated
+            | Op::UserUpdated
+            | Op::UserDeleted
+            | Op::PresenceUpdated => self.deliver(inner, user, &ev, Instant::now()),
+            Op::OverrideSet | Op::OverrideDeleted | Op::SessionRevoked => {}
         }
     }
 
@@ -429,13 +470,40 @@ impl Hub {
         let Some(head) = Published::parse(payload) else {
             return;
         };
-        let op = head.op.as_ref();
-        if op.starts_with(INTERNAL_PREFIX) {
+        let Some(op) = head.op() else {
             return;
-        }
+        };
+        let presence = match op {
+            Op::PresenceUpdated => true,
+            Op::UserCreated | Op::UserUpdated | Op::UserDeleted => false,
+            // Never published on a profile topic.
+            Op::SpaceCreated
+            | Op::SpaceUpdated
+            | Op::SpaceDeleted
+            | Op::ChannelCreated
+            | Op::ChannelUpdated
+            | Op::ChannelDeleted
+            | Op::MemberCreated
+            | Op::MemberUpdated
+            | Op::MemberDeleted
+            | Op::RoleCreated
+            | Op::RoleUpdated
+            | Op::RoleDeleted
+            | Op::MessageCreated
+            | Op::MessageUpdated
+            | Op::MessageDeleted
+            | Op::TypingUpdated
+            | Op::RelationCreated
+            | Op::RelationUpdated
+            | Op::RelationDeleted
+            | Op::UnreadUpdated
+            | Op::SessionRevoked
+            | Op::OverrideSet
+            | Op::OverrideDeleted => return,
+        };
         let mut recipients: HashSet<UserId> = HashSet::default();
-        let limit = match op {
-            "presence.onUpdate" if inner.config.presence_space_limit > 0 => inner.config.presence_space_limit,
+        let limit = match presence {
+            true if inner.config.presence_space_limit > 0 => inner.config.presence_space_limit,
             _ => usize::MAX,
         };
         if let Some(spaces) = self.member_of.get(&subject) {
@@ -451,7 +519,7 @@ impl Hub {
             recipients.extend(partners.iter().copied());
         }
         // The user's own sessions get their profile updates, not their presence.
-        if op == "presence.onUpdate" {
+        if presence {
             recipients.remove(&subject);
         } else if self.users.contains_key(&subject) {
             recipients.insert(subject);
@@ -468,7 +536,7 @@ impl Hub {
         let Some(head) = Published::parse(payload) else {
             return;
         };
-        if head.op != "sessions.revoked" {
+        if head.op() != Some(Op::SessionRevoked) {
             return;
         }
         for sid in self.by_auth.get(&auth).cloned().unwrap_or_default() {

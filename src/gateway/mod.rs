@@ -34,6 +34,7 @@ use self::shared::{Entry, Shared};
 use crate::config::Config;
 use crate::entities::sessions::{self, SessionState};
 use crate::error::Error;
+use crate::events::{self, Conversation};
 use crate::functions::bus::{Bus, Inbound, Topic};
 use crate::functions::ids::{ChannelId, SessionId, UserId};
 use crate::functions::jwt::JwtKeys;
@@ -355,18 +356,11 @@ impl Gateway {
             channel_id: channel,
             user_id: user,
         };
-        match target {
-            TypingTarget::Space(space) => {
-                inner
-                    .bus
-                    .publish(&Topic::space(space.0), "typing.onUpdate", &data)
-                    .await;
-            }
-            TypingTarget::Dm(other) => {
-                inner.bus.publish(&Topic::user(user), "typing.onUpdate", &data).await;
-                inner.bus.publish(&Topic::user(other), "typing.onUpdate", &data).await;
-            }
-        }
+        let conversation = match target {
+            TypingTarget::Space(space) => Conversation::Space(space),
+            TypingTarget::Dm(other) => Conversation::Dm(user, other),
+        };
+        events::Event::Typing(conversation, &data).publish(&inner.bus).await;
     }
 
     /// The presence of each of `users`, in order (spec §12.8).
@@ -479,10 +473,7 @@ async fn presence_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedRec
 
 async fn publish_presence(inner: &Inner, user: UserId, status: PresenceStatus) {
     let data = Presence { user_id: user, status };
-    inner
-        .bus
-        .publish(&Topic::profile(user), "presence.onUpdate", &data)
-        .await;
+    events::Event::PresenceUpdated(&data).publish(&inner.bus).await;
 }
 
 async fn registry_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<RegistryCmd>) {

@@ -7,16 +7,18 @@ use schemars::JsonSchema;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::protocol::{
-    InvalidSessionPayload, Ping, Presence, ReadyPayload, ResumedPayload, ResyncPayload, TypingStart, TypingUpdate,
-};
+use schemars::SchemaGenerator;
+
+use super::protocol::{InvalidSessionPayload, Ping, ReadyPayload, ResumedPayload, ResyncPayload, TypingStart};
 use crate::entities::channels::{Channel, ChannelUnread};
 use crate::entities::members::MemberExt;
 use crate::entities::messages::{MessageExt, MessageKey};
+use crate::entities::overrides::ChannelOverride;
 use crate::entities::relations::RelationshipExt;
 use crate::entities::roles::Role;
 use crate::entities::spaces::SpaceExt;
 use crate::entities::users::UserExt;
+use crate::events::{ObjectWithId, Op, OverrideKey, Presence, Revoked, TypingUpdate};
 
 /// `authenticate` data.
 #[derive(JsonSchema)]
@@ -36,11 +38,25 @@ struct ResumePayload {
     seq: u64,
 }
 
-/// An object identified by its id.
-#[derive(JsonSchema)]
-#[allow(dead_code)]
-struct ObjectWithId {
-    id: Uuid,
+/// The schema of an event's `data`. No default arm: a new op must name its payload type.
+fn event_schema(op: Op, schema: &mut impl FnMut(fn(&mut SchemaGenerator) -> schemars::Schema) -> Value) -> Value {
+    match op {
+        Op::SpaceCreated | Op::SpaceUpdated | Op::SpaceDeleted => schema(|g| g.subschema_for::<SpaceExt>()),
+        Op::ChannelCreated | Op::ChannelUpdated | Op::ChannelDeleted => schema(|g| g.subschema_for::<Channel>()),
+        Op::MemberCreated | Op::MemberUpdated | Op::MemberDeleted => schema(|g| g.subschema_for::<MemberExt>()),
+        Op::RoleCreated | Op::RoleUpdated | Op::RoleDeleted => schema(|g| g.subschema_for::<Role>()),
+        Op::MessageCreated | Op::MessageUpdated => schema(|g| g.subschema_for::<MessageExt>()),
+        Op::MessageDeleted => schema(|g| g.subschema_for::<MessageKey>()),
+        Op::TypingUpdated => schema(|g| g.subschema_for::<TypingUpdate>()),
+        Op::RelationCreated | Op::RelationUpdated => schema(|g| g.subschema_for::<RelationshipExt>()),
+        Op::RelationDeleted | Op::UserDeleted => schema(|g| g.subschema_for::<ObjectWithId>()),
+        Op::UnreadUpdated => schema(|g| g.subschema_for::<ChannelUnread>()),
+        Op::UserCreated | Op::UserUpdated => schema(|g| g.subschema_for::<UserExt>()),
+        Op::PresenceUpdated => schema(|g| g.subschema_for::<Presence>()),
+        Op::SessionRevoked => schema(|g| g.subschema_for::<Revoked>()),
+        Op::OverrideSet => schema(|g| g.subschema_for::<ChannelOverride>()),
+        Op::OverrideDeleted => schema(|g| g.subschema_for::<OverrideKey>()),
+    }
 }
 
 /// Adds the `websocket` key, and the component schemas it refers to that the REST operations
@@ -61,40 +77,20 @@ pub fn document(api: &mut OpenApi) {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let events: Map<String, Value> = [
-        ("channels.onCreate", schema(|g| g.subschema_for::<Channel>())),
-        ("channels.onDelete", schema(|g| g.subschema_for::<Channel>())),
-        ("channels.onUpdate", schema(|g| g.subschema_for::<Channel>())),
+    // Every op a client can receive: the events of `crate::events` and the gateway's own frames.
+    let mut events: Map<String, Value> = Map::new();
+    for op in Op::ALL.iter().filter(|op| !op.is_internal()) {
+        events.insert(op.name().to_string(), event_schema(*op, &mut schema));
+    }
+    for (name, value) in [
         ("invalidSession", schema(|g| g.subschema_for::<InvalidSessionPayload>())),
-        ("members.onCreate", schema(|g| g.subschema_for::<MemberExt>())),
-        ("members.onDelete", schema(|g| g.subschema_for::<MemberExt>())),
-        ("members.onUpdate", schema(|g| g.subschema_for::<MemberExt>())),
-        ("messages.onCreate", schema(|g| g.subschema_for::<MessageExt>())),
-        ("messages.onDelete", schema(|g| g.subschema_for::<MessageKey>())),
-        ("messages.onUpdate", schema(|g| g.subschema_for::<MessageExt>())),
         ("pong", schema(|g| g.subschema_for::<Ping>())),
-        ("presence.onUpdate", schema(|g| g.subschema_for::<Presence>())),
         ("ready", schema(|g| g.subschema_for::<ReadyPayload>())),
-        ("relations.onCreate", schema(|g| g.subschema_for::<RelationshipExt>())),
-        ("relations.onDelete", schema(|g| g.subschema_for::<ObjectWithId>())),
-        ("relations.onUpdate", schema(|g| g.subschema_for::<RelationshipExt>())),
         ("resumed", schema(|g| g.subschema_for::<ResumedPayload>())),
         ("resync", schema(|g| g.subschema_for::<ResyncPayload>())),
-        ("roles.onCreate", schema(|g| g.subschema_for::<Role>())),
-        ("roles.onDelete", schema(|g| g.subschema_for::<Role>())),
-        ("roles.onUpdate", schema(|g| g.subschema_for::<Role>())),
-        ("spaces.onCreate", schema(|g| g.subschema_for::<SpaceExt>())),
-        ("spaces.onDelete", schema(|g| g.subschema_for::<SpaceExt>())),
-        ("spaces.onUpdate", schema(|g| g.subschema_for::<SpaceExt>())),
-        ("typing.onUpdate", schema(|g| g.subschema_for::<TypingUpdate>())),
-        ("unreads.onUpdate", schema(|g| g.subschema_for::<ChannelUnread>())),
-        ("users.onCreate", schema(|g| g.subschema_for::<UserExt>())),
-        ("users.onDelete", schema(|g| g.subschema_for::<ObjectWithId>())),
-        ("users.onUpdate", schema(|g| g.subschema_for::<UserExt>())),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    ] {
+        events.insert(name.to_string(), value);
+    }
     let components = api.components.get_or_insert_with(Default::default);
     for (name, definition) in generator.take_definitions(true) {
         if components.schemas.contains_key(&name) {

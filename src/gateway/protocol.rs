@@ -13,7 +13,8 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::entities::users::UserExt;
-use crate::functions::ids::{ChannelId, UserId};
+pub use crate::events::{Presence, PresenceStatus, TypingUpdate};
+use crate::functions::ids::ChannelId;
 
 /// The largest inbound frame (spec §7.2, §13): larger ones close the connection with 1009.
 pub const MAX_INBOUND_FRAME: usize = 8 * 1024;
@@ -165,14 +166,6 @@ pub struct TypingStart {
     pub channel_id: String,
 }
 
-/// `typing.onUpdate` data (Mikoto's `TypingUpdate`).
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TypingUpdate {
-    pub channel_id: ChannelId,
-    pub user_id: UserId,
-}
-
 /// `ready` data (spec §3.4, §7.6).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -214,21 +207,6 @@ pub struct InvalidSessionPayload {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ResyncPayload {
     pub reason: String,
-}
-
-crate::wire_enum!(
-    PresenceStatus {
-        Online = "ONLINE",
-        Offline = "OFFLINE",
-    }
-);
-
-/// `presence.onUpdate` data and the `users.presence` entries (spec §3.4).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Presence {
-    pub user_id: UserId,
-    pub status: PresenceStatus,
 }
 
 /// A control frame (`{"op","data"}` without `seq`).

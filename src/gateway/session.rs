@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::events::Op;
 use crate::functions::ids::{SessionId, UserId};
 
 /// Outbound queue bound (spec §7.9): frames, bytes.
@@ -49,12 +50,17 @@ impl Published<'_> {
     pub fn parse(payload: &[u8]) -> Option<Published<'_>> {
         serde_json::from_slice(payload).ok()
     }
+
+    /// The op, when it is one this server publishes.
+    pub fn op(&self) -> Option<Op> {
+        Op::parse(&self.op)
+    }
 }
 
 impl Event {
     /// The event of op `op` with serialised `data`.
-    pub fn new(id: Uuid, op: &str, data: &str) -> Event {
-        let op = serde_json::to_string(op).unwrap_or_else(|_| "\"\"".into());
+    pub fn new(id: Uuid, op: Op, data: &str) -> Event {
+        let op = serde_json::to_string(op.name()).unwrap_or_else(|_| "\"\"".into());
         let mut body = String::with_capacity(op.len() + data.len() + 16);
         body.push_str("{\"op\":");
         body.push_str(&op);
@@ -466,16 +472,21 @@ mod tests {
     use super::*;
 
     fn ev(n: u32) -> Arc<Event> {
-        Arc::new(Event::new(Uuid::now_v7(), "x.y", &format!("{{\"n\":{n}}}")))
+        Arc::new(Event::new(
+            Uuid::now_v7(),
+            Op::MessageCreated,
+            &format!("{{\"n\":{n}}}"),
+        ))
     }
 
     #[test]
     fn frames_splice_seq() {
-        let e = Event::new(Uuid::now_v7(), "messages.onCreate", r#"{"a":[1,2]}"#);
-        assert_eq!(
-            e.frame(42).as_str(),
-            r#"{"op":"messages.onCreate","data":{"a":[1,2]},"seq":42}"#
+        let e = Event::new(Uuid::now_v7(), Op::MessageCreated, r#"{"a":[1,2]}"#);
+        let want = format!(
+            r#"{{"op":"{}","data":{{"a":[1,2]}},"seq":42}}"#,
+            Op::MessageCreated.name()
         );
+        assert_eq!(e.frame(42).as_str(), want);
         let p = br#"{"id":"0190d3b4-2a9e-7000-8000-000000000000","op":"a.b","data":{"k":"v"}}"#;
         let head = Published::parse(p).unwrap();
         assert_eq!(head.op, "a.b");

@@ -10,15 +10,9 @@ use serde_json::value::RawValue;
 
 use crate::entities::{access, channels, roles, spaces};
 use crate::error::Error;
+use crate::events::Op;
 use crate::functions::ids::{ChannelId, RoleId, SpaceId, UserId};
 use crate::functions::permissions::{Override, Permissions, RoleGrant, Standing, Target};
-
-/// Internal ops published on a space topic to keep views current; never delivered to clients.
-pub const INTERNAL_PREFIX: &str = "internal.";
-/// An override was created or replaced (data: `ChannelOverride`).
-pub const OVERRIDE_SET: &str = "internal.overrides.set";
-/// An override was deleted (data: `{channelId, targetId}`).
-pub const OVERRIDE_DELETE: &str = "internal.overrides.delete";
 
 #[derive(Debug, Clone, Default)]
 pub struct SpaceView {
@@ -196,17 +190,17 @@ impl SpaceView {
     /// Applies one event of the space's topic. Every change is a "set" of state carried by the
     /// event, so applying an event twice, or an event already reflected in a fresh load, is
     /// harmless.
-    pub fn apply(&mut self, op: &str, data: &RawValue) -> MemberChange {
+    pub fn apply(&mut self, op: Op, data: &RawValue) -> MemberChange {
         let mut change = MemberChange::default();
         match op {
-            "members.onCreate" | "members.onUpdate" => {
+            Op::MemberCreated | Op::MemberUpdated => {
                 if let Some(m) = parse::<MemberData>(data)
                     && self.members.insert(m.user_id, m.role_ids).is_none()
                 {
                     change.added = Some(m.user_id);
                 }
             }
-            "members.onDelete" => {
+            Op::MemberDeleted => {
                 if let Some(m) = parse::<MemberData>(data)
                     && self.members.remove(&m.user_id).is_some()
                 {
@@ -215,7 +209,7 @@ impl SpaceView {
                     change.removed = Some(m.user_id);
                 }
             }
-            "roles.onCreate" | "roles.onUpdate" => {
+            Op::RoleCreated | Op::RoleUpdated => {
                 if let Some(r) = parse::<RoleData>(data) {
                     let perms = bits(r.permissions.as_deref());
                     if Some(r.id) == self.everyone {
@@ -226,7 +220,7 @@ impl SpaceView {
                     }
                 }
             }
-            "roles.onDelete" => {
+            Op::RoleDeleted => {
                 if let Some(r) = parse::<RoleData>(data) {
                     self.roles.remove(&r.id);
                     for roles in self.members.values_mut() {
@@ -235,7 +229,7 @@ impl SpaceView {
                     self.drop_overrides(Target::Role(r.id.0));
                 }
             }
-            "channels.onCreate" => {
+            Op::ChannelCreated => {
                 if let Some(c) = parse::<ChannelData>(data)
                     && !self.channels.contains_key(&c.id)
                 {
@@ -248,25 +242,25 @@ impl SpaceView {
                     }
                 }
             }
-            "channels.onUpdate" => {
+            Op::ChannelUpdated => {
                 if let Some(c) = parse::<ChannelData>(data) {
                     self.channels.insert(c.id, c.parent_id);
                 }
             }
-            "channels.onDelete" => {
+            Op::ChannelDeleted => {
                 if let Some(c) = parse::<ChannelData>(data) {
                     self.channels.remove(&c.id);
                     self.overrides.remove(&c.id);
                 }
             }
-            "spaces.onUpdate" => {
+            Op::SpaceUpdated => {
                 if let Some(s) = parse::<SpaceData>(data)
                     && s.owner_id.is_some()
                 {
                     self.owner = s.owner_id;
                 }
             }
-            OVERRIDE_SET => {
+            Op::OverrideSet => {
                 if let Some(o) = parse::<OverrideData>(data) {
                     let target = match o.target_type.as_deref() {
                         Some("MEMBER") => Target::Member(o.target_id),
@@ -281,14 +275,29 @@ impl SpaceView {
                     });
                 }
             }
-            OVERRIDE_DELETE => {
+            Op::OverrideDeleted => {
                 if let Some(o) = parse::<OverrideData>(data)
                     && let Some(list) = self.overrides.get_mut(&o.channel_id)
                 {
                     list.retain(|x| target_id(x.target) != o.target_id);
                 }
             }
-            _ => {}
+            // Events that change nothing a delivery decision reads.
+            Op::SpaceCreated
+            | Op::SpaceDeleted
+            | Op::MessageCreated
+            | Op::MessageUpdated
+            | Op::MessageDeleted
+            | Op::TypingUpdated
+            | Op::RelationCreated
+            | Op::RelationUpdated
+            | Op::RelationDeleted
+            | Op::UnreadUpdated
+            | Op::UserCreated
+            | Op::UserUpdated
+            | Op::UserDeleted
+            | Op::PresenceUpdated
+            | Op::SessionRevoked => {}
         }
         change
     }
@@ -331,67 +340,64 @@ mod tests {
         v.members.insert(owner, vec![]);
         v.channels.insert(general, None);
         let change = v.apply(
-            "members.onCreate",
+            Op::MemberCreated,
             &raw(serde_json::json!({"userId": alice, "roleIds": []})),
         );
         assert_eq!(change.added, Some(alice));
         assert!(v.can_view(alice, general));
         v.apply(
-            "channels.onCreate",
+            Op::ChannelCreated,
             &raw(serde_json::json!({"id": secret, "parentId": null})),
         );
         assert!(v.can_view(alice, secret));
         // Hide `secret` from @everyone, then let the moderators in.
         v.apply(
-            OVERRIDE_SET,
+            Op::OverrideSet,
             &raw(serde_json::json!({"channelId": secret, "targetType": "ROLE", "targetId": everyone, "allow": "0", "deny": "4096"})),
         );
         assert!(!v.can_view(alice, secret));
         assert!(v.can_view(owner, secret));
         v.apply(
-            "roles.onCreate",
+            Op::RoleCreated,
             &raw(serde_json::json!({"id": mods, "permissions": "0", "position": 1})),
         );
         v.apply(
-            OVERRIDE_SET,
+            Op::OverrideSet,
             &raw(serde_json::json!({"channelId": secret, "targetType": "ROLE", "targetId": mods, "allow": "4096", "deny": "0"})),
         );
         v.apply(
-            "members.onUpdate",
+            Op::MemberUpdated,
             &raw(serde_json::json!({"userId": alice, "roleIds": [mods]})),
         );
         assert!(v.can_view(alice, secret));
         // A child copies its parent's overrides.
         let child = ChannelId::new();
         v.apply(
-            "channels.onCreate",
+            Op::ChannelCreated,
             &raw(serde_json::json!({"id": child, "parentId": secret})),
         );
         assert!(v.can_view(alice, child));
         v.apply(
-            "roles.onDelete",
+            Op::RoleDeleted,
             &raw(serde_json::json!({"id": mods, "permissions": "0", "position": 1})),
         );
         assert!(!v.can_view(alice, secret));
         assert!(!v.can_view(alice, child));
         // Ownership moves.
-        v.apply(
-            "spaces.onUpdate",
-            &raw(serde_json::json!({"id": "x", "ownerId": alice})),
-        );
+        v.apply(Op::SpaceUpdated, &raw(serde_json::json!({"id": "x", "ownerId": alice})));
         assert!(v.can_view(alice, secret));
-        let change = v.apply("members.onDelete", &raw(serde_json::json!({"userId": alice})));
+        let change = v.apply(Op::MemberDeleted, &raw(serde_json::json!({"userId": alice})));
         assert_eq!(change.removed, Some(alice));
         assert!(!v.is_member(alice));
         assert!(!v.can_view(alice, general));
-        v.apply("channels.onDelete", &raw(serde_json::json!({"id": general})));
+        v.apply(Op::ChannelDeleted, &raw(serde_json::json!({"id": general})));
         assert!(!v.can_view(owner, general));
         v.apply(
-            OVERRIDE_DELETE,
+            Op::OverrideDeleted,
             &raw(serde_json::json!({"channelId": secret, "targetId": everyone})),
         );
         v.apply(
-            "members.onCreate",
+            Op::MemberCreated,
             &raw(serde_json::json!({"userId": alice, "roleIds": []})),
         );
         assert!(v.can_view(alice, secret));

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::entities::{accounts, handles, password_resets, sessions, users};
 use crate::error::{Error, ErrorCode, Result};
-use crate::functions::bus::Topic;
+use crate::events::{Event, Revoked};
 use crate::functions::ids::{SessionId, UserId};
 use crate::functions::mail::Mail;
 use crate::functions::rate_limit::Bucket;
@@ -145,13 +145,8 @@ async fn open_session(state: &AppState, tx: &mut sqlx::PgConnection, user: UserI
 /// Tells every instance that sessions are gone, so their sockets close with 4006 (spec §6.2).
 async fn announce_revoked(state: &AppState, user: UserId, revoked: &[SessionId]) {
     for session in revoked {
-        state
-            .bus
-            .publish(
-                &Topic::session(*session),
-                "sessions.revoked",
-                &serde_json::json!({ "userId": user }),
-            )
+        Event::SessionRevoked(*session, &Revoked { user_id: user })
+            .publish(&state.bus)
             .await;
     }
 }

@@ -6,11 +6,11 @@ use axum::extract::State;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::entities::access::{self, SpaceMember, insufficient_rank};
+use crate::entities::access;
 use crate::entities::bans::{self, BanInfo, REASON_MAX};
 use crate::entities::{members, users};
 use crate::error::{Error, ErrorCode, Result};
-use crate::functions::bus::Outbox;
+use crate::events::Outbox;
 use crate::functions::ids::{BanId, UserId};
 use crate::functions::permissions::Permissions;
 use crate::functions::query::{clamp_limit, empty_as_none};
@@ -18,8 +18,9 @@ use crate::middlewares::auth::Auth;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
 use crate::routes::params::{MemberPath, SpacePath};
-use crate::routes::spaces::removal_events;
 use crate::routes::{RouterExt, doc};
+use crate::services::access::{SpaceMember, insufficient_rank};
+use crate::services::members::removal_events;
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {

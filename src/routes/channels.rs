@@ -6,12 +6,12 @@ use axum::extract::State;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::entities::access::{self, SpaceMember, insufficient_rank, require_bits, visibility_events};
+use crate::entities::access;
 use crate::entities::channels::{self, Channel, ChannelType, ChannelUnread, MAX_DEPTH};
 use crate::entities::overrides::{self, ChannelOverride, OverrideRow, OverrideTargetType};
 use crate::entities::roles;
 use crate::error::{Error, ErrorCode, Result};
-use crate::functions::bus::{Outbox, Topic};
+use crate::events::{Event, Outbox, OverrideKey};
 use crate::functions::ids::{ChannelId, RoleId, UserId};
 use crate::functions::patch::nullable;
 use crate::functions::permissions::Permissions;
@@ -22,6 +22,7 @@ use crate::middlewares::json::Json;
 use crate::middlewares::path::Path;
 use crate::routes::params::{ChannelPath, OverridePath, SpacePath};
 use crate::routes::{RouterExt, doc};
+use crate::services::access::{SpaceMember, insufficient_rank, require_bits, visibility_events};
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
@@ -152,7 +153,7 @@ async fn create(
         overrides::copy(&mut *tx, parent, channel.id).await?;
     }
     let mut outbox = Outbox::new();
-    outbox.push(Topic::space(p.space_id.0), "channels.onCreate", &channel);
+    outbox.push(Event::ChannelCreated(p.space_id, &channel));
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(channel))
 }
@@ -213,7 +214,7 @@ async fn update(
     }
     channels::update(&mut *tx, &channel).await?;
     let mut outbox = Outbox::new();
-    outbox.push(Topic::space(p.space_id.0), "channels.onUpdate", &channel);
+    outbox.push(Event::ChannelUpdated(p.space_id, &channel));
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(channel))
 }
@@ -230,7 +231,7 @@ async fn delete(State(state): State<AppState>, auth: Auth, Path(p): Path<Channel
     let mut outbox = Outbox::new();
     for id in doomed {
         if let Some(c) = all.iter().find(|c| c.id == id) {
-            outbox.push(Topic::space(p.space_id.0), "channels.onDelete", c);
+            outbox.push(Event::ChannelDeleted(p.space_id, c));
         }
     }
     outbox.commit(tx, &state.bus).await?;
@@ -264,10 +265,7 @@ async fn acknowledge(State(state): State<AppState>, auth: Auth, Path(p): Path<Ch
     let me = SpaceMember::load(&mut *conn, p.space_id, auth.user_id).await?;
     me.channel(&mut conn, p.channel_id).await?;
     let marker = channels::acknowledge(&mut *conn, p.channel_id, auth.user_id, Timestamp::now()).await?;
-    state
-        .bus
-        .publish(&Topic::user(auth.user_id), "unreads.onUpdate", &marker)
-        .await;
+    Event::UnreadUpdated(auth.user_id, &marker).publish(&state.bus).await;
     Ok(axum::Json(()))
 }
 
@@ -397,11 +395,7 @@ async fn set_override(
     let all = channels::list(&mut *tx, p.space_id).await?;
     let mut outbox = Outbox::new();
     // Keeps the gateway's view of the space current (never delivered), before the Δvis events.
-    outbox.push(
-        Topic::space(p.space_id.0),
-        crate::gateway::view::OVERRIDE_SET,
-        &row.wire(),
-    );
+    outbox.push(Event::OverrideSet(p.space_id, &row.wire()));
     visibility_events(&before, &after, &all, &mut outbox);
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(row.wire()))
@@ -431,11 +425,11 @@ async fn delete_override(
     let all = channels::list(&mut *tx, p.space_id).await?;
     let mut outbox = Outbox::new();
     // Keeps the gateway's view of the space current (never delivered), before the Δvis events.
-    outbox.push(
-        Topic::space(p.space_id.0),
-        crate::gateway::view::OVERRIDE_DELETE,
-        &serde_json::json!({ "channelId": p.channel_id, "targetId": p.target_id }),
-    );
+    let key = OverrideKey {
+        channel_id: p.channel_id,
+        target_id: p.target_id,
+    };
+    outbox.push(Event::OverrideDeleted(p.space_id, &key));
     visibility_events(&before, &after, &all, &mut outbox);
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(()))

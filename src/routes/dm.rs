@@ -9,20 +9,20 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::entities::channels::{self, ChannelUnread};
-use crate::entities::messages::{self, MessageExt};
+use crate::entities::messages::{
+    self, MessageEditPayload, MessageExt, MessageListQuery, MessageSendPayload, SearchQuery,
+};
 use crate::entities::relations;
 use crate::error::{Error, Result};
-use crate::functions::bus::Topic;
+use crate::events::{Conversation, Event};
 use crate::functions::ids::{ChannelId, UserId};
 use crate::functions::time::Timestamp;
 use crate::middlewares::auth::UserAuth;
 use crate::middlewares::idempotency::IdempotencyKey;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
-use crate::routes::messages::{
-    self as shared, Audience, MessageEditPayload, MessageListQuery, MessageSendPayload, SearchQuery,
-};
 use crate::routes::{RouterExt, doc};
+use crate::services::messages as shared;
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
@@ -63,11 +63,11 @@ pub struct DmMessagePath {
 }
 
 /// The audience of a DM the caller participates in; 404 otherwise.
-async fn participant(state: &AppState, channel: ChannelId, user: UserId) -> Result<Audience> {
+async fn participant(state: &AppState, channel: ChannelId, user: UserId) -> Result<Conversation> {
     let partner = relations::dm_partner(&state.db, channel, user)
         .await?
         .ok_or_else(Error::not_found)?;
-    Ok(Audience::Dm(user, partner))
+    Ok(Conversation::Dm(user, partner))
 }
 
 async fn list(
@@ -106,13 +106,14 @@ async fn create(
     let audience = participant(&state, p.channel_id, auth.user_id).await?;
     Ok(axum::Json(
         shared::send(
-            &state,
+            &state.bus,
+            &state.media,
             state.db.acquire().await?,
             auth.user_id,
             p.channel_id,
             audience,
-            body,
-            key,
+            &body,
+            key.0.as_deref(),
         )
         .await?,
     ))
@@ -127,7 +128,8 @@ async fn update(
     let audience = participant(&state, p.channel_id, auth.user_id).await?;
     Ok(axum::Json(
         shared::edit(
-            &state,
+            &state.db,
+            &state.bus,
             auth.user_id,
             p.channel_id,
             p.message_id,
@@ -141,7 +143,16 @@ async fn update(
 async fn delete(State(state): State<AppState>, auth: UserAuth, Path(p): Path<DmMessagePath>) -> Result<axum::Json<()>> {
     let audience = participant(&state, p.channel_id, auth.user_id).await?;
     // Only the author may delete a DM message.
-    shared::remove(&state, auth.user_id, p.channel_id, p.message_id, audience, false).await?;
+    shared::remove(
+        &state.db,
+        &state.bus,
+        auth.user_id,
+        p.channel_id,
+        p.message_id,
+        audience,
+        false,
+    )
+    .await?;
     Ok(axum::Json(()))
 }
 
@@ -152,9 +163,6 @@ async fn unreads(State(state): State<AppState>, auth: UserAuth) -> Result<axum::
 async fn acknowledge(State(state): State<AppState>, auth: UserAuth, Path(p): Path<DmPath>) -> Result<axum::Json<()>> {
     participant(&state, p.channel_id, auth.user_id).await?;
     let marker = channels::acknowledge(&state.db, p.channel_id, auth.user_id, Timestamp::now()).await?;
-    state
-        .bus
-        .publish(&Topic::user(auth.user_id), "unreads.onUpdate", &marker)
-        .await;
+    Event::UnreadUpdated(auth.user_id, &marker).publish(&state.bus).await;
     Ok(axum::Json(()))
 }

@@ -8,13 +8,10 @@ use axum::extract::State;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::entities::access::SpaceMember;
 use crate::entities::handles::{self, Challenge, HandleOwner, HandleResolution};
-use crate::entities::spaces::{self, View};
 use crate::entities::users::{self, UserExt};
 use crate::error::{Error, Result};
 use crate::functions::attestation;
-use crate::functions::bus::Topic;
 use crate::functions::handles::verification_domain;
 use crate::functions::ids::{SpaceId, UserId};
 use crate::functions::permissions::Permissions;
@@ -24,8 +21,9 @@ use crate::middlewares::auth::{Auth, UserAuth};
 use crate::middlewares::json::Json;
 use crate::middlewares::path::Path;
 use crate::routes::params::SpacePath;
-use crate::routes::users::announce_profile;
 use crate::routes::{RouterExt, doc};
+use crate::services::access::SpaceMember;
+use crate::services::profiles;
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
@@ -227,7 +225,7 @@ async fn set_user(state: &AppState, user: UserId, requested: Option<&str>) -> Re
     let changed = handles::set_requested(&mut tx, owner, requested, &state.config.handle_domain).await?;
     tx.commit().await?;
     if changed {
-        return Ok(axum::Json(announce_profile(state, user).await?));
+        return Ok(axum::Json(profiles::announce_user(&state.db, &state.bus, user).await?));
     }
     Ok(axum::Json(
         users::get_ext(&state.db, user).await?.ok_or_else(Error::not_found)?,
@@ -375,18 +373,9 @@ async fn complete(state: &AppState, owner: HandleOwner, caller: UserId, input: &
 async fn announce(state: &AppState, owner: HandleOwner) -> Result<()> {
     match owner {
         HandleOwner::User { id } => {
-            announce_profile(state, id).await?;
+            profiles::announce_user(&state.db, &state.bus, id).await?;
         }
-        HandleOwner::Space { id } => {
-            let mut conn = state.db.acquire().await?;
-            if let Some(row) = spaces::get(&mut *conn, id).await? {
-                let everything = spaces::ext(&mut conn, &row, View::Everything).await?;
-                state
-                    .bus
-                    .publish(&Topic::space(id.0), "spaces.onUpdate", &everything)
-                    .await;
-            }
-        }
+        HandleOwner::Space { id } => profiles::announce_space(&state.db, &state.bus, id).await?,
     }
     Ok(())
 }

@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::entities::access::SpaceMember;
 use crate::entities::invites::{self, Invite, MAX_USABLE_PER_SPACE};
 use crate::error::{Error, ErrorCode, Result};
 use crate::functions::permissions::Permissions;
@@ -18,6 +17,7 @@ use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
 use crate::routes::params::{InvitePath, SpacePath};
 use crate::routes::{RouterExt, doc};
+use crate::services::access::SpaceMember;
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {

@@ -8,12 +8,12 @@ use axum::extract::State;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::entities::access::{self, SpaceMember, insufficient_rank, visibility_events};
+use crate::entities::access;
 use crate::entities::members::{self, MemberExt};
 use crate::entities::users::UserCategory;
 use crate::entities::{bans, channels, roles, spaces, users};
 use crate::error::{Error, ErrorCode, Result};
-use crate::functions::bus::{Outbox, Topic};
+use crate::events::{Event, Outbox};
 use crate::functions::ids::{MemberId, RoleId, SpaceId, UserId};
 use crate::functions::permissions::Permissions;
 use crate::functions::query::{clamp_limit, empty_as_none};
@@ -21,8 +21,9 @@ use crate::middlewares::auth::Auth;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
 use crate::routes::params::{MemberPath, MemberRolePath, SpacePath};
-use crate::routes::spaces::removal_events;
 use crate::routes::{RouterExt, doc};
+use crate::services::access::{SpaceMember, insufficient_rank, visibility_events};
+use crate::services::members::removal_events;
 use crate::state::AppState;
 
 const MAX_ROLES: usize = 250;
@@ -134,8 +135,8 @@ async fn create(
     let row = spaces::get(&mut *tx, p.space_id).await?.ok_or_else(Error::not_found)?;
     let ext = spaces::ext(&mut tx, &row, spaces::View::Member(&standing)).await?;
     let mut outbox = Outbox::new();
-    outbox.push(Topic::user(body.user_id), "spaces.onCreate", &ext);
-    outbox.push(Topic::space(p.space_id.0), "members.onCreate", &member);
+    outbox.push(Event::SpaceJoined(body.user_id, &ext));
+    outbox.push(Event::MemberCreated(&member));
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(member))
 }
@@ -201,7 +202,7 @@ async fn change_roles(
         .await?
         .ok_or_else(Error::not_found)?;
     let mut outbox = Outbox::new();
-    outbox.push(Topic::space(space.0), "members.onUpdate", &member);
+    outbox.push(Event::MemberUpdated(&member));
     visibility_events(&before, &after, &all, &mut outbox);
     outbox.commit(tx, &state.bus).await?;
     Ok(member)

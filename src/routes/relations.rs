@@ -6,13 +6,12 @@ use aide::axum::routing::{get_with, post_with};
 use axum::extract::State;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::entities::channels::Channel;
 use crate::entities::relations::{self, RelationState, RelationshipExt};
 use crate::entities::users::{self, UserCategory};
 use crate::error::{Error, ErrorCode, Result};
-use crate::functions::bus::{Outbox, Topic};
+use crate::events::{Event, ObjectWithId, Outbox};
 use crate::functions::ids::UserId;
 use crate::middlewares::auth::UserAuth;
 use crate::middlewares::path::Path;
@@ -67,19 +66,34 @@ fn not_incoming() -> Error {
     )
 }
 
-/// Queues `op` with the current row of `owner` about `other` to `owner`'s topic.
+/// Whether a relationship row is new (`relations.onCreate`) or changed (`relations.onUpdate`).
+#[derive(Clone, Copy)]
+enum Row {
+    Created,
+    Updated,
+}
+
+/// Queues the current row of `owner` about `other` to `owner`'s topic.
 async fn push_row(
     conn: &mut sqlx::PgConnection,
     outbox: &mut Outbox,
-    op: &str,
+    change: Row,
     owner: UserId,
     other: UserId,
 ) -> Result<RelationshipExt> {
     let row = relations::get_ext(&mut *conn, owner, other)
         .await?
         .ok_or_else(Error::not_found)?;
-    outbox.push(Topic::user(owner), op, &row);
+    outbox.push(match change {
+        Row::Created => Event::RelationCreated(owner, &row),
+        Row::Updated => Event::RelationUpdated(owner, &row),
+    });
     Ok(row)
+}
+
+/// Queues the deletion of `owner`'s row `id`.
+fn push_deleted(outbox: &mut Outbox, owner: UserId, id: uuid::Uuid) {
+    outbox.push(Event::RelationDeleted(owner, &ObjectWithId { id }));
 }
 
 /// Deletes a pair's DM channel, telling both participants (spec §4.5: remove, block).
@@ -93,7 +107,7 @@ async fn drop_dm(conn: &mut sqlx::PgConnection, outbox: &mut Outbox, me: UserId,
         if row.is_some()
             && let Some(c) = relations::dm_channel(&mut *conn, channel, viewer).await?
         {
-            outbox.push(Topic::user(viewer), "channels.onDelete", &c);
+            outbox.push(Event::ChannelHidden(viewer, &c));
         }
     }
     relations::delete_dm(&mut *conn, channel).await
@@ -159,8 +173,8 @@ async fn send_request(
             }
             relations::upsert(&mut *tx, me, them, RelationState::OutgoingRequest).await?;
             relations::upsert(&mut *tx, them, me, RelationState::IncomingRequest).await?;
-            let row = push_row(&mut tx, &mut outbox, "relations.onCreate", me, them).await?;
-            push_row(&mut tx, &mut outbox, "relations.onCreate", them, me).await?;
+            let row = push_row(&mut tx, &mut outbox, Row::Created, me, them).await?;
+            push_row(&mut tx, &mut outbox, Row::Created, them, me).await?;
             row
         }
     };
@@ -177,8 +191,8 @@ async fn befriend(
 ) -> Result<RelationshipExt> {
     relations::upsert(&mut *conn, me, them, RelationState::Friend).await?;
     relations::upsert(&mut *conn, them, me, RelationState::Friend).await?;
-    let row = push_row(conn, outbox, "relations.onUpdate", me, them).await?;
-    push_row(conn, outbox, "relations.onUpdate", them, me).await?;
+    let row = push_row(conn, outbox, Row::Updated, me, them).await?;
+    push_row(conn, outbox, Row::Updated, them, me).await?;
     Ok(row)
 }
 
@@ -215,7 +229,7 @@ async fn decline(State(state): State<AppState>, auth: UserAuth, Path(p): Path<Re
 async fn delete_pair(conn: &mut sqlx::PgConnection, outbox: &mut Outbox, me: UserId, them: UserId) -> Result<()> {
     for (owner, other) in [(me, them), (them, me)] {
         if let Some(id) = relations::delete(&mut *conn, owner, other).await? {
-            outbox.push(Topic::user(owner), "relations.onDelete", &json!({ "id": id }));
+            push_deleted(outbox, owner, id);
         }
     }
     Ok(())
@@ -257,17 +271,13 @@ async fn block(
     let mut outbox = Outbox::new();
     drop_dm(&mut tx, &mut outbox, me, them).await?;
     relations::upsert(&mut *tx, me, them, RelationState::Blocked).await?;
-    let op = if mine.is_some() {
-        "relations.onUpdate"
-    } else {
-        "relations.onCreate"
-    };
-    let row = push_row(&mut tx, &mut outbox, op, me, them).await?;
+    let change = if mine.is_some() { Row::Updated } else { Row::Created };
+    let row = push_row(&mut tx, &mut outbox, change, me, them).await?;
     // Their own block stays: a user can never undo another user's block (Mikoto defect).
     if theirs.is_some_and(|r| r.state != RelationState::Blocked)
         && let Some(id) = relations::delete(&mut *tx, them, me).await?
     {
-        outbox.push(Topic::user(them), "relations.onDelete", &json!({ "id": id }));
+        push_deleted(&mut outbox, them, id);
     }
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(row))
@@ -281,7 +291,7 @@ async fn unblock(State(state): State<AppState>, auth: UserAuth, Path(p): Path<Re
     }
     let mut outbox = Outbox::new();
     if let Some(id) = relations::delete(&mut *tx, auth.user_id, p.relation_id).await? {
-        outbox.push(Topic::user(auth.user_id), "relations.onDelete", &json!({ "id": id }));
+        push_deleted(&mut outbox, auth.user_id, id);
     }
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(()))
@@ -308,8 +318,8 @@ async fn open_dm(
         Some(c) => c,
         None => {
             let c = relations::open_dm(&mut tx, me, them).await?;
-            push_row(&mut tx, &mut outbox, "relations.onUpdate", me, them).await?;
-            push_row(&mut tx, &mut outbox, "relations.onUpdate", them, me).await?;
+            push_row(&mut tx, &mut outbox, Row::Updated, me, them).await?;
+            push_row(&mut tx, &mut outbox, Row::Updated, them, me).await?;
             c
         }
     };

@@ -6,11 +6,11 @@ use axum::extract::State;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::entities::access::{self, SpaceMember, insufficient_rank, visibility_events};
+use crate::entities::access;
 use crate::entities::channels;
 use crate::entities::roles::{self, DEFAULT_NAME, Role, RoleRow};
 use crate::error::{Error, ErrorCode, Result};
-use crate::functions::bus::{Outbox, Topic};
+use crate::events::{Event, Outbox};
 use crate::functions::ids::RoleId;
 use crate::functions::patch::nullable;
 use crate::functions::permissions::Permissions;
@@ -20,6 +20,7 @@ use crate::middlewares::json::Json;
 use crate::middlewares::path::Path;
 use crate::routes::params::{RolePath, SpacePath};
 use crate::routes::{RouterExt, doc};
+use crate::services::access::{SpaceMember, insufficient_rank, visibility_events};
 use crate::state::AppState;
 
 const MAX_PER_SPACE: i64 = 250;
@@ -116,7 +117,7 @@ async fn create(
     };
     roles::insert(&mut *tx, &row).await?;
     let mut outbox = Outbox::new();
-    outbox.push(Topic::space(p.space_id.0), "roles.onCreate", &row.wire());
+    outbox.push(Event::RoleCreated(&row.wire()));
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(row.wire()))
 }
@@ -186,7 +187,7 @@ async fn update(
     };
     roles::update(&mut *tx, &role).await?;
     let mut outbox = Outbox::new();
-    outbox.push(Topic::space(p.space_id.0), "roles.onUpdate", &role.wire());
+    outbox.push(Event::RoleUpdated(&role.wire()));
     if let Some(before) = before {
         let after = access::visibility(&mut tx, p.space_id, None).await?;
         let all = channels::list(&mut *tx, p.space_id).await?;
@@ -217,7 +218,7 @@ async fn delete(State(state): State<AppState>, auth: Auth, Path(p): Path<RolePat
     let after = access::visibility(&mut tx, p.space_id, None).await?;
     let all = channels::list(&mut *tx, p.space_id).await?;
     let mut outbox = Outbox::new();
-    outbox.push(Topic::space(p.space_id.0), "roles.onDelete", &role.wire());
+    outbox.push(Event::RoleDeleted(&role.wire()));
     visibility_events(&before, &after, &all, &mut outbox);
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(()))

@@ -6,7 +6,7 @@ use axum::extract::State;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::entities::access::{self, SpaceMember, visibility_events};
+use crate::entities::access;
 use crate::entities::channels::{self, Channel, ChannelType};
 use crate::entities::handles::{self, HandleOwner};
 use crate::entities::media;
@@ -16,7 +16,7 @@ use crate::entities::roles::{self, RoleRow};
 use crate::entities::spaces::{self, SpaceExt, SpaceRow, SpaceType, SpaceVisibility, View};
 use crate::entities::{bans, invites, users};
 use crate::error::{Error, ErrorCode, Result};
-use crate::functions::bus::{Outbox, Topic};
+use crate::events::{Event, Outbox};
 use crate::functions::ids::{ChannelId, RoleId, SpaceId, UserId};
 use crate::functions::media::Store;
 use crate::functions::patch::nullable;
@@ -27,6 +27,8 @@ use crate::middlewares::json::Json;
 use crate::middlewares::path::Path;
 use crate::routes::params::{JoinPath, SpacePath};
 use crate::routes::{RouterExt, doc};
+use crate::services::access::{SpaceMember, visibility_events};
+use crate::services::members::removal_events;
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
@@ -185,8 +187,8 @@ async fn create(
         .await?
         .ok_or_else(Error::not_found)?;
     let mut outbox = Outbox::new();
-    outbox.push(Topic::user(auth.user_id), "spaces.onCreate", &ext);
-    outbox.push(Topic::space(space.id.0), "members.onCreate", &member);
+    outbox.push(Event::SpaceJoined(auth.user_id, &ext));
+    outbox.push(Event::MemberCreated(&member));
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(ext))
 }
@@ -229,7 +231,7 @@ async fn update(
     let everything = spaces::ext(&mut tx, &row, View::Everything).await?;
     let mine = spaces::ext(&mut tx, &row, View::Member(&me.standing)).await?;
     let mut outbox = Outbox::new();
-    outbox.push(Topic::space(row.id.0), "spaces.onUpdate", &everything);
+    outbox.push(Event::SpaceUpdated(&everything));
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(mine))
 }
@@ -243,7 +245,7 @@ async fn delete(State(state): State<AppState>, auth: Auth, Path(p): Path<SpacePa
     spaces::delete(&mut *tx, p.space_id).await?;
     let mut outbox = Outbox::new();
     // Every member's sessions are subscribed to the space topic (spec §4.8: all members).
-    outbox.push(Topic::space(p.space_id.0), "spaces.onDelete", &before);
+    outbox.push(Event::SpaceDeleted(&before));
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(()))
 }
@@ -315,8 +317,8 @@ async fn join(State(state): State<AppState>, auth: UserAuth, Path(p): Path<JoinP
         .await?
         .ok_or_else(Error::not_found)?;
     let mut outbox = Outbox::new();
-    outbox.push(Topic::user(auth.user_id), "spaces.onCreate", &ext);
-    outbox.push(Topic::space(row.id.0), "members.onCreate", &member);
+    outbox.push(Event::SpaceJoined(auth.user_id, &ext));
+    outbox.push(Event::MemberCreated(&member));
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(ext))
 }
@@ -335,25 +337,6 @@ async fn leave(State(state): State<AppState>, auth: Auth, Path(p): Path<SpacePat
     members::remove(&mut tx, p.space_id, auth.user_id).await?;
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(()))
-}
-
-/// The events of a member leaving a space, captured before the removal: `members.onDelete` to
-/// the space, then `spaces.onDelete` (as the member saw it) to the member.
-pub async fn removal_events(
-    conn: &mut sqlx::PgConnection,
-    space: SpaceId,
-    user: UserId,
-    standing: &crate::functions::permissions::Standing,
-    outbox: &mut Outbox,
-) -> Result<()> {
-    let member = members::get(&mut *conn, space, user)
-        .await?
-        .ok_or_else(Error::not_found)?;
-    let row = spaces::get(&mut *conn, space).await?.ok_or_else(Error::not_found)?;
-    let ext = spaces::ext(conn, &row, View::Member(standing)).await?;
-    outbox.push(Topic::space(space.0), "members.onDelete", &member);
-    outbox.push(Topic::user(user), "spaces.onDelete", &ext);
-    Ok(())
 }
 
 async fn list_preferences(
@@ -412,7 +395,7 @@ async fn transfer_ownership(
     let all = channels::list(&mut *tx, p.space_id).await?;
     let everything = spaces::ext(&mut tx, &row, View::Everything).await?;
     let mut outbox = Outbox::new();
-    outbox.push(Topic::space(p.space_id.0), "spaces.onUpdate", &everything);
+    outbox.push(Event::SpaceUpdated(&everything));
     visibility_events(&before, &after, &all, &mut outbox);
     let standing = access::standing(&mut *tx, p.space_id, auth.user_id)
         .await?

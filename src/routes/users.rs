@@ -7,19 +7,19 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::entities::media;
+use crate::entities::relations;
 use crate::entities::users::{self, ProfileChange, UserExt};
-use crate::entities::{members, relations};
 use crate::error::{Error, ErrorCode, Result};
-use crate::functions::bus::Topic;
+use crate::events::Presence;
 use crate::functions::ids::UserId;
 use crate::functions::media::Store;
 use crate::functions::patch::nullable;
 use crate::functions::{media_ref, validation};
-use crate::gateway::protocol::Presence;
 use crate::middlewares::auth::Auth;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
 use crate::routes::RouterExt;
+use crate::services::profiles;
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
@@ -126,31 +126,9 @@ async fn update_me(
             .ok_or_else(Error::not_found)?;
         return Ok(axum::Json(user));
     }
-    Ok(axum::Json(announce_profile(&state, auth.user_id).await?))
-}
-
-/// After a committed change of a user's profile or handle: reads the user and publishes
-/// `users.onUpdate` to the profile topic (the user's own sessions and their profile audience),
-/// then `members.onUpdate` in each of their spaces. Returns the user as published.
-pub(crate) async fn announce_profile(state: &AppState, user: UserId) -> Result<UserExt> {
-    let ext = users::get_ext(&state.db, user).await?.ok_or_else(Error::not_found)?;
-    state.bus.publish(&Topic::profile(user), "users.onUpdate", &ext).await;
-    announce_member_updates(state, user).await?;
-    Ok(ext)
-}
-
-/// `members.onUpdate` in each of the user's spaces, so Mikoto clients (which ignore `users.*`)
-/// refresh their member lists.
-async fn announce_member_updates(state: &AppState, user: UserId) -> Result<()> {
-    for space in members::of_user(&state.db, user).await? {
-        if let Some(member) = members::get(&state.db, space, user).await? {
-            state
-                .bus
-                .publish(&Topic::space(space.0), "members.onUpdate", &member)
-                .await;
-        }
-    }
-    Ok(())
+    Ok(axum::Json(
+        profiles::announce_user(&state.db, &state.bus, auth.user_id).await?,
+    ))
 }
 
 #[derive(Deserialize, JsonSchema)]

@@ -2,4 +2,8 @@
 //! They take plain types — ids, `Option<&str>` — never extractors, and reach sockets only through
 //! events on the bus.
 
+pub mod access;
 pub mod auth;
+pub mod members;
+pub mod messages;
+pub mod profiles;
