@@ -195,19 +195,49 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl From<sqlx::Error> for Error {
-    /// Database failures never leak their text. Unique violations are conflicts, foreign-key
-    /// violations mean the referenced row vanished; entities map specific constraints first.
+    /// Database failures never leak their text. A constraint violation that the caller did not
+    /// map by name ([`ResultExt::on_constraint`]) is a bug: logged with its constraint, 500.
     fn from(err: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &err {
-            match db.kind() {
-                sqlx::error::ErrorKind::UniqueViolation => {
-                    return Error::new(ErrorCode::Conflict, "The resource already exists");
-                }
-                sqlx::error::ErrorKind::ForeignKeyViolation => return Error::not_found(),
-                _ => {}
-            }
+        if let sqlx::Error::Database(db) = &err
+            && let Some(constraint) = db.constraint()
+        {
+            tracing::error!(constraint, error = %db, "unmapped constraint violation");
+            return Error::new(ErrorCode::InternalError, "Internal server error");
         }
         Error::internal(err)
+    }
+}
+
+/// A constraint's name and the client error its violation means.
+pub type ConstraintError<'a> = (&'a str, fn() -> Error);
+
+/// Maps the violation of a named constraint to a client error (the pattern of the sqlx
+/// authors' realworld example): `insert(..).await.on_constraint("members_space_user_key", |_|
+/// Error::new(ErrorCode::AlreadyMember, ..))`. Every other database error converts as usual.
+pub trait ResultExt<T> {
+    fn on_constraint(self, name: &str, map: impl FnOnce(&dyn sqlx::error::DatabaseError) -> Error) -> Result<T>;
+
+    /// Several constraints, each with its error.
+    fn on_constraints(self, table: &[ConstraintError]) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for std::result::Result<T, sqlx::Error> {
+    fn on_constraint(self, name: &str, map: impl FnOnce(&dyn sqlx::error::DatabaseError) -> Error) -> Result<T> {
+        self.map_err(|err| match &err {
+            sqlx::Error::Database(db) if db.constraint() == Some(name) => map(db.as_ref()),
+            _ => Error::from(err),
+        })
+    }
+
+    fn on_constraints(self, table: &[ConstraintError]) -> Result<T> {
+        self.map_err(|err| {
+            if let sqlx::Error::Database(db) = &err
+                && let Some((_, map)) = table.iter().find(|(name, _)| db.constraint() == Some(*name))
+            {
+                return map();
+            }
+            Error::from(err)
+        })
     }
 }
 

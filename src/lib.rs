@@ -29,20 +29,21 @@ use tower::{Layer, ServiceBuilder};
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::middlewares::rate_limit::{Limiting, RouteLimits};
 use crate::middlewares::request_id::RequestId;
-use crate::middlewares::{metrics, rate_limit, request_id, security};
+use crate::middlewares::{client_ip, metrics, rate_limit, request_id, security};
 use crate::state::AppState;
 
 /// The largest JSON body accepted (spec §2.5).
 pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// The router with every layer, before trailing-slash normalisation.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState) -> Result<Router, RouterError> {
     let (api, doc) = routes::openapi();
-    let doc = Arc::new(serde_json::to_vec(&doc).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "OpenAPI document could not be serialised");
-        b"{}".to_vec()
-    }));
+    let doc = serde_json::to_value(&doc)?;
+    // Every operation declares its rate limit; an operation without one stops the start here.
+    let limits = Arc::new(RouteLimits::from_document(&doc)?);
+    let doc = Arc::new(serde_json::to_vec(&doc)?);
     let api = api
         .route(
             "/api.json",
@@ -57,9 +58,15 @@ pub fn router(state: AppState) -> Router {
                 }
             }),
         )
-        .route_layer(from_fn_with_state(state.clone(), rate_limit::layer));
+        .route_layer(from_fn_with_state(
+            Limiting {
+                state: state.clone(),
+                routes: limits,
+            },
+            rate_limit::layer,
+        ));
 
-    Router::new()
+    Ok(Router::new()
         .merge(api)
         .merge(routes::meta::ops_router())
         .merge(routes::media::router(&state.config))
@@ -69,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(from_fn(request_id::layer))
+                .layer(from_fn_with_state(state.clone(), client_ip::layer))
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
                     // The path only: query strings may carry tokens (`/ws?token=`), never logged.
                     let id = req
@@ -84,12 +92,21 @@ pub fn router(state: AppState) -> Router {
                 .layer(from_fn_with_state(state.clone(), security::timeout))
                 .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT)),
         )
-        .with_state(state)
+        .with_state(state))
+}
+
+/// Why the router could not be built (a bug in a route's declaration).
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("OpenAPI document: {0}")]
+    Document(#[from] serde_json::Error),
+    #[error(transparent)]
+    RateLimit(#[from] rate_limit::DeclarationError),
 }
 
 /// The complete service: trailing slashes are trimmed before routing (spec §2.1).
-pub fn app(state: AppState) -> NormalizePath<Router> {
-    NormalizePathLayer::trim_trailing_slash().layer(router(state))
+pub fn app(state: AppState) -> Result<NormalizePath<Router>, RouterError> {
+    Ok(NormalizePathLayer::trim_trailing_slash().layer(router(state)?))
 }
 
 /// Serves `app` on a bound listener until `shutdown` resolves, then drains in-flight requests.
@@ -101,7 +118,8 @@ pub async fn serve(
     spawn_janitor(state.clone());
     spawn_media_gc(state.clone());
     let gateway = state.gateway.clone();
-    let service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app(state));
+    let app = app(state).map_err(std::io::Error::other)?;
+    let service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
     // Events are small frames that must leave at once: no Nagle delay behind unacknowledged data.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);

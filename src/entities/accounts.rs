@@ -2,23 +2,20 @@
 
 use sqlx::{PgConnection, PgExecutor};
 
-use crate::error::{Error, ErrorCode};
+use crate::error::{Error, ErrorCode, ResultExt};
 use crate::functions::ids::UserId;
 
 pub async fn insert(conn: &mut PgConnection, user: UserId, email: &str, password_hash: &str) -> Result<(), Error> {
-    let res = sqlx::query("INSERT INTO accounts (user_id, email, password_hash) VALUES ($1, $2, $3)")
+    sqlx::query("INSERT INTO accounts (user_id, email, password_hash) VALUES ($1, $2, $3)")
         .bind(user)
         .bind(email)
         .bind(password_hash)
         .execute(conn)
-        .await;
-    match res {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(db)) if db.constraint() == Some("accounts_email_key") => {
-            Err(Error::new(ErrorCode::EmailTaken, "An account with this email already exists").with_field("email"))
-        }
-        Err(e) => Err(e.into()),
-    }
+        .await
+        .on_constraint("accounts_email_key", |_| {
+            Error::new(ErrorCode::EmailTaken, "An account with this email already exists").with_field("email")
+        })?;
+    Ok(())
 }
 
 /// The account behind an email: its user and password hash.

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::{FromRow, PgExecutor};
 
 use crate::entities::users::{User, UserCategory};
-use crate::error::{Error, ErrorCode};
+use crate::error::{Error, ErrorCode, ResultExt};
 use crate::functions::ids::{BanId, SpaceId, UserId};
 
 pub const REASON_MAX: usize = 512;
@@ -88,20 +88,21 @@ pub async fn insert(
     reason: Option<&str>,
 ) -> Result<BanInfo, Error> {
     let id = BanId::new();
-    let res = sqlx::query("INSERT INTO bans (id, space_id, user_id, reason) VALUES ($1, $2, $3, $4)")
+    sqlx::query("INSERT INTO bans (id, space_id, user_id, reason) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(space)
         .bind(user)
         .bind(reason)
         .execute(&mut *conn)
-        .await;
-    match res {
-        Ok(_) => {}
-        Err(sqlx::Error::Database(e)) if e.constraint() == Some("bans_space_user_key") => {
-            return Err(Error::new(ErrorCode::AlreadyBanned, "This user is already banned"));
-        }
-        Err(e) => return Err(e.into()),
-    }
+        .await
+        .on_constraints(&[
+            ("bans_space_user_key", || {
+                Error::new(ErrorCode::AlreadyBanned, "This user is already banned")
+            }),
+            // The space or the user was deleted meanwhile.
+            ("bans_space_id_fkey", Error::not_found),
+            ("bans_user_id_fkey", Error::not_found),
+        ])?;
     let row: BanRow = sqlx::query_as(
         "SELECT b.id, b.user_id, b.space_id, b.reason, u.name, u.avatar, u.description, u.category \
          FROM bans b JOIN users u ON u.id = b.user_id WHERE b.id = $1",

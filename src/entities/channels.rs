@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use sqlx::{FromRow, PgExecutor};
 
-use crate::error::Error;
+use crate::error::{Error, ResultExt};
 use crate::functions::ids::{ChannelId, SpaceId, UserId};
 use crate::functions::time::Timestamp;
 
@@ -96,7 +96,12 @@ pub async fn insert(conn: &mut sqlx::PgConnection, c: &Channel) -> Result<(), Er
     .bind(c.kind)
     .bind(c.last_updated)
     .execute(&mut *conn)
-    .await?;
+    .await
+    // The space or the parent was deleted meanwhile.
+    .on_constraints(&[
+        ("channels_space_id_fkey", Error::not_found),
+        ("channels_parent_id_fkey", Error::not_found),
+    ])?;
     if c.kind == ChannelType::Document {
         sqlx::query("INSERT INTO documents (channel_id) VALUES ($1)")
             .bind(c.id)
@@ -193,7 +198,7 @@ pub async fn acknowledge(
     user: UserId,
     at: Timestamp,
 ) -> Result<ChannelUnread, Error> {
-    Ok(sqlx::query_as(
+    sqlx::query_as(
         "INSERT INTO channel_unreads (channel_id, user_id, timestamp) VALUES ($1, $2, $3) \
          ON CONFLICT (user_id, channel_id) DO UPDATE SET timestamp = EXCLUDED.timestamp \
          RETURNING channel_id, user_id, timestamp",
@@ -202,7 +207,8 @@ pub async fn acknowledge(
     .bind(user)
     .bind(at)
     .fetch_one(db)
-    .await?)
+    .await
+    .on_constraint("channel_unreads_channel_id_fkey", |_| Error::not_found())
 }
 
 #[cfg(test)]

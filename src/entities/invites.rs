@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use sqlx::{FromRow, PgExecutor};
 
-use crate::error::Error;
+use crate::error::{Error, ResultExt};
 use crate::functions::ids::{SpaceId, UserId};
 use crate::functions::time::Timestamp;
 
@@ -44,7 +44,8 @@ pub async fn insert(db: impl PgExecutor<'_>, invite: &Invite) -> Result<(), Erro
     .bind(invite.max_uses)
     .bind(invite.expires_at)
     .execute(db)
-    .await?;
+    .await
+    .on_constraint("invites_space_id_fkey", |_| Error::not_found())?;
     Ok(())
 }
 

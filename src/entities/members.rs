@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::{FromRow, PgExecutor};
 
 use crate::entities::users::{UserCategory, UserExt};
-use crate::error::{Error, ErrorCode};
+use crate::error::{Error, ErrorCode, ResultExt};
 use crate::functions::ids::{MemberId, RoleId, SpaceId, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
@@ -116,19 +116,21 @@ pub async fn is_member(db: impl PgExecutor<'_>, space: SpaceId, user: UserId) ->
 /// Adds a membership; 409 `AlreadyMember` for an existing one.
 pub async fn insert(db: impl PgExecutor<'_>, space: SpaceId, user: UserId) -> Result<MemberId, Error> {
     let id = MemberId::new();
-    let res = sqlx::query("INSERT INTO members (id, space_id, user_id) VALUES ($1, $2, $3)")
+    sqlx::query("INSERT INTO members (id, space_id, user_id) VALUES ($1, $2, $3)")
         .bind(id)
         .bind(space)
         .bind(user)
         .execute(db)
-        .await;
-    match res {
-        Ok(_) => Ok(id),
-        Err(sqlx::Error::Database(e)) if e.constraint() == Some("members_space_user_key") => {
-            Err(Error::new(ErrorCode::AlreadyMember, "Already a member of this space"))
-        }
-        Err(e) => Err(e.into()),
-    }
+        .await
+        .on_constraints(&[
+            ("members_space_user_key", || {
+                Error::new(ErrorCode::AlreadyMember, "Already a member of this space")
+            }),
+            // The space or the user was deleted meanwhile.
+            ("members_space_id_fkey", Error::not_found),
+            ("members_user_id_fkey", Error::not_found),
+        ])?;
+    Ok(id)
 }
 
 /// Removes a membership with its member overrides (role assignments cascade).
@@ -157,7 +159,12 @@ pub async fn add_role(db: impl PgExecutor<'_>, space: SpaceId, user: UserId, rol
             .bind(user)
             .bind(role)
             .execute(db)
-            .await?;
+            .await
+            // The role or the membership was deleted meanwhile.
+            .on_constraints(&[
+                ("member_roles_role_id_fkey", Error::not_found),
+                ("member_roles_space_id_user_id_fkey", Error::not_found),
+            ])?;
     Ok(res.rows_affected() == 1)
 }
 

@@ -6,7 +6,7 @@ use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
 
 use crate::entities::users::{User, UserCategory};
-use crate::error::Error;
+use crate::error::{Error, ResultExt};
 use crate::functions::ids::{ChannelId, UserId};
 use crate::functions::query::empty_as_none;
 use crate::functions::time::Timestamp;
@@ -252,7 +252,12 @@ pub async fn insert(
     .bind(at)
     .bind(content)
     .fetch_one(db)
-    .await?;
+    .await
+    // The channel (or the author) was deleted after the caller's access was checked.
+    .on_constraints(&[
+        ("messages_channel_id_fkey", Error::not_found),
+        ("messages_author_id_fkey", Error::not_found),
+    ])?;
     Ok(row.into_ext(Vec::new()))
 }
 

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorCode, ResultExt};
 use crate::functions::ids::ChannelId;
 use crate::functions::permissions::Permissions;
 
@@ -99,7 +99,14 @@ pub async fn upsert(conn: &mut sqlx::PgConnection, row: &OverrideRow) -> Result<
     .bind(row.allow)
     .bind(row.deny)
     .execute(conn)
-    .await?;
+    .await
+    .on_constraints(&[
+        ("channel_overrides_channel_id_fkey", Error::not_found),
+        // Two writers of the same override at once: the second may retry.
+        ("channel_overrides_pkey", || {
+            Error::new(ErrorCode::Conflict, "The override was changed concurrently")
+        }),
+    ])?;
     Ok(())
 }
 

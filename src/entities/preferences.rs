@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use sqlx::{FromRow, PgExecutor};
 
-use crate::error::Error;
+use crate::error::{Error, ResultExt};
 use crate::functions::ids::{SpaceId, UserId};
 
 crate::wire_enum!(
@@ -54,7 +54,7 @@ pub async fn set(
     space: SpaceId,
     level: NotificationLevel,
 ) -> Result<NotificationPreference, Error> {
-    Ok(sqlx::query_as(
+    sqlx::query_as(
         "INSERT INTO notification_preferences (user_id, space_id, level) VALUES ($1, $2, $3) \
          ON CONFLICT (user_id, space_id) DO UPDATE SET level = EXCLUDED.level RETURNING user_id, space_id, level",
     )
@@ -62,5 +62,6 @@ pub async fn set(
     .bind(space)
     .bind(level)
     .fetch_one(db)
-    .await?)
+    .await
+    .on_constraint("notification_preferences_space_id_fkey", |_| Error::not_found())
 }

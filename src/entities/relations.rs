@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::entities::channels::{Channel, LAST_UPDATED};
 use crate::entities::users::{UserCategory, UserExt};
-use crate::error::Error;
+use crate::error::{Error, ResultExt};
 use crate::functions::ids::{ChannelId, UserId};
 
 pub const MAX_ROWS: i64 = 1000;
@@ -118,7 +118,7 @@ pub async fn get_for_update(db: impl PgExecutor<'_>, user: UserId, other: UserId
 
 /// Creates or updates `user`'s row about `other` (the row keeps its id when it exists).
 pub async fn upsert(db: impl PgExecutor<'_>, user: UserId, other: UserId, state: RelationState) -> Result<Uuid, Error> {
-    Ok(sqlx::query_scalar(
+    sqlx::query_scalar(
         "INSERT INTO relationships (id, user_id, relation_id, state) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (user_id, relation_id) DO UPDATE SET state = EXCLUDED.state RETURNING id",
     )
@@ -127,7 +127,9 @@ pub async fn upsert(db: impl PgExecutor<'_>, user: UserId, other: UserId, state:
     .bind(other)
     .bind(state)
     .fetch_one(db)
-    .await?)
+    .await
+    // The other user was deleted meanwhile.
+    .on_constraint("relationships_relation_id_fkey", |_| Error::not_found())
 }
 
 /// Deletes `user`'s row about `other`; returns its id if there was one.

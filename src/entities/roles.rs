@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use sqlx::{FromRow, PgExecutor};
 
-use crate::error::Error;
+use crate::error::{Error, ResultExt};
 use crate::functions::ids::{RoleId, SpaceId};
 use crate::functions::permissions::Permissions;
 
@@ -93,7 +93,8 @@ pub async fn insert(db: impl PgExecutor<'_>, row: &RoleRow) -> Result<(), Error>
     .bind(row.position)
     .bind(row.is_default)
     .execute(db)
-    .await?;
+    .await
+    .on_constraint("roles_space_id_fkey", |_| Error::not_found())?;
     Ok(())
 }
 

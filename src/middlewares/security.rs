@@ -69,10 +69,10 @@ pub async fn headers(State(state): State<AppState>, req: Request, next: Next) ->
 }
 
 /// Bounds every request's handling time; a request that takes longer gets a JSON 503.
-/// Media uploads are exempt (see `routes::media::is_upload`).
+/// Media uploads are exempt (see `functions::media::is_upload`).
 pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
     // Uploads may legitimately take longer; their handler bounds the time between chunks.
-    if crate::routes::media::is_upload(&state.config, req.method(), req.uri().path()) {
+    if crate::functions::media::is_upload(&state.config.media_prefix, req.method().as_str(), req.uri().path()) {
         return next.run(req).await;
     }
     match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {

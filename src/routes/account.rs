@@ -16,41 +16,56 @@ use crate::functions::rate_limit::Bucket;
 use crate::functions::{passwords, validation};
 use crate::middlewares::auth::{OptionalAuth, UserAuth};
 use crate::middlewares::json::Json;
-use crate::middlewares::rate_limit::Limits;
+use crate::middlewares::rate_limit::{Limit, Limits};
 use crate::routes::{RouterExt, doc};
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
-    let op = |id, summary| doc("Account", id, summary);
+    let op = |id, summary, limit| doc("Account", id, summary, limit);
     ApiRouter::new()
         .mikoto_route(
             "/account/register",
-            post_with(register, op("account.register", "User Registration")),
+            post_with(register, op("account.register", "User Registration", Limit::REGISTER)),
         )
-        .mikoto_route("/account/login", post_with(login, op("account.login", "User Login")))
+        .mikoto_route(
+            "/account/login",
+            post_with(login, op("account.login", "User Login", Limit::AUTH)),
+        )
         .mikoto_route(
             "/account/refresh",
-            post_with(refresh, op("account.refresh", "Refresh Access Token")),
+            post_with(refresh, op("account.refresh", "Refresh Access Token", Limit::REFRESH)),
         )
         .mikoto_route(
             "/account/change_password",
-            post_with(change_password, op("account.change_password", "Change Password")),
+            post_with(
+                change_password,
+                op("account.change_password", "Change Password", Limit::GENERAL),
+            ),
         )
         .mikoto_route(
             "/account/reset_password",
-            post_with(reset_password, op("account.reset_password", "Reset Password")),
+            post_with(
+                reset_password,
+                op("account.reset_password", "Reset Password", Limit::AUTH),
+            ),
         )
         .mikoto_route(
             "/account/reset_password/submit",
             post_with(
                 reset_password_confirm,
-                op("account.reset_password.confirm", "Confirm Password Reset"),
+                op("account.reset_password.confirm", "Confirm Password Reset", Limit::AUTH),
             ),
         )
-        .mikoto_route("/account/logout", post_with(logout, op("account.logout", "Log Out")))
+        .mikoto_route(
+            "/account/logout",
+            post_with(logout, op("account.logout", "Log Out", Limit::REFRESH)),
+        )
         .mikoto_route(
             "/account/logout_all",
-            post_with(logout_all, op("account.logout_all", "Log Out Everywhere")),
+            post_with(
+                logout_all,
+                op("account.logout_all", "Log Out Everywhere", Limit::GENERAL),
+            ),
         )
 }
 

@@ -17,6 +17,7 @@ use crate::functions::query::{clamp_limit, empty_as_none};
 use crate::middlewares::auth::Auth;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
+use crate::middlewares::rate_limit::Limit;
 use crate::routes::params::{MemberPath, SpacePath};
 use crate::routes::{RouterExt, doc};
 use crate::services::access::{SpaceMember, insufficient_rank};
@@ -24,15 +25,16 @@ use crate::services::members::removal_events;
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
-    let op = |id, summary| doc("Bans", id, summary);
+    let op = |id, summary, limit| doc("Bans", id, summary, limit);
     ApiRouter::new()
         .mikoto_route(
             "/spaces/{spaceId}/bans/",
-            get_with(list, op("bans.list", "List Bans")).post_with(create, op("bans.create", "Ban User")),
+            get_with(list, op("bans.list", "List Bans", Limit::GENERAL))
+                .post_with(create, op("bans.create", "Ban User", Limit::GENERAL)),
         )
         .mikoto_route(
             "/spaces/{spaceId}/bans/{userId}",
-            delete_with(delete, op("bans.delete", "Unban User")),
+            delete_with(delete, op("bans.delete", "Unban User", Limit::GENERAL)),
         )
 }
 

@@ -20,45 +20,58 @@ use crate::functions::validation;
 use crate::middlewares::auth::Auth;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::Path;
+use crate::middlewares::rate_limit::Limit;
 use crate::routes::params::{ChannelPath, OverridePath, SpacePath};
 use crate::routes::{RouterExt, doc};
 use crate::services::access::{SpaceMember, insufficient_rank, require_bits, visibility_events};
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
-    let op = |id, summary| doc("Channels", id, summary);
+    let op = |id, summary, limit| doc("Channels", id, summary, limit);
     ApiRouter::new()
         .mikoto_route(
             "/spaces/{spaceId}/channels/",
-            get_with(list, op("channels.list", "List Channels"))
-                .post_with(create, op("channels.create", "Create Channel")),
+            get_with(list, op("channels.list", "List Channels", Limit::GENERAL))
+                .post_with(create, op("channels.create", "Create Channel", Limit::GENERAL)),
         )
         .mikoto_route(
             "/spaces/{spaceId}/channels/{channelId}",
-            get_with(get, op("channels.get", "Get Channel"))
-                .delete_with(delete, op("channels.delete", "Delete Channel"))
-                .patch_with(update, op("channels.update", "Update Channel")),
+            get_with(get, op("channels.get", "Get Channel", Limit::GENERAL))
+                .delete_with(delete, op("channels.delete", "Delete Channel", Limit::GENERAL))
+                .patch_with(update, op("channels.update", "Update Channel", Limit::GENERAL)),
         )
         .mikoto_route(
             "/spaces/{spaceId}/channels/unreads",
-            get_with(unreads, op("channels.unreads", "List Unreads")),
+            get_with(unreads, op("channels.unreads", "List Unreads", Limit::GENERAL)),
         )
         .mikoto_route(
             "/spaces/{spaceId}/channels/{channelId}/ack",
-            post_with(acknowledge, op("channels.acknowledge", "Acknowledge Channel")),
+            post_with(
+                acknowledge,
+                op("channels.acknowledge", "Acknowledge Channel", Limit::GENERAL),
+            ),
         )
         .mikoto_route(
             "/spaces/{spaceId}/channels/{channelId}/overrides/",
-            get_with(list_overrides, op("channels.listOverrides", "List Channel Overrides")),
+            get_with(
+                list_overrides,
+                op("channels.listOverrides", "List Channel Overrides", Limit::GENERAL),
+            ),
         )
         .mikoto_route(
             "/spaces/{spaceId}/channels/{channelId}/overrides/{targetId}",
-            get_with(get_override, op("channels.getOverride", "Get Channel Override"))
-                .put_with(set_override, op("channels.setOverride", "Set Channel Override"))
-                .delete_with(
-                    delete_override,
-                    op("channels.deleteOverride", "Delete Channel Override"),
-                ),
+            get_with(
+                get_override,
+                op("channels.getOverride", "Get Channel Override", Limit::GENERAL),
+            )
+            .put_with(
+                set_override,
+                op("channels.setOverride", "Set Channel Override", Limit::GENERAL),
+            )
+            .delete_with(
+                delete_override,
+                op("channels.deleteOverride", "Delete Channel Override", Limit::GENERAL),
+            ),
         )
 }
 

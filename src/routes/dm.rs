@@ -21,31 +21,35 @@ use crate::middlewares::auth::UserAuth;
 use crate::middlewares::idempotency::IdempotencyKey;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
+use crate::middlewares::rate_limit::Limit;
 use crate::routes::{RouterExt, doc};
 use crate::services::messages as shared;
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
-    let op = |id, summary| doc("DM", id, summary);
+    let op = |id, summary, limit| doc("DM", id, summary, limit);
     ApiRouter::new()
         .mikoto_route(
             "/dm/{channelId}/messages/",
-            get_with(list, op("dm.messages.list", "List DM Messages"))
-                .post_with(create, op("dm.messages.create", "Send DM Message")),
+            get_with(list, op("dm.messages.list", "List DM Messages", Limit::GENERAL))
+                .post_with(create, op("dm.messages.create", "Send DM Message", Limit::MESSAGES)),
         )
         .mikoto_route(
             "/dm/{channelId}/messages/search",
-            get_with(search, op("dm.messages.search", "Search DM Messages")),
+            get_with(search, op("dm.messages.search", "Search DM Messages", Limit::GENERAL)),
         )
         .mikoto_route(
             "/dm/{channelId}/messages/{messageId}",
-            patch_with(update, op("dm.messages.update", "Edit DM Message"))
-                .delete_with(delete, op("dm.messages.delete", "Delete DM Message")),
+            patch_with(update, op("dm.messages.update", "Edit DM Message", Limit::GENERAL))
+                .delete_with(delete, op("dm.messages.delete", "Delete DM Message", Limit::GENERAL)),
         )
-        .mikoto_route("/dm/unreads", get_with(unreads, op("dm.unreads", "List DM Unreads")))
+        .mikoto_route(
+            "/dm/unreads",
+            get_with(unreads, op("dm.unreads", "List DM Unreads", Limit::GENERAL)),
+        )
         .mikoto_route(
             "/dm/{channelId}/ack",
-            post_with(acknowledge, op("dm.acknowledge", "Acknowledge DM")),
+            post_with(acknowledge, op("dm.acknowledge", "Acknowledge DM", Limit::GENERAL)),
         )
 }
 

@@ -20,6 +20,7 @@ use crate::functions::verification::{self, CHALLENGE_TTL, ChallengeFacts, Method
 use crate::middlewares::auth::{Auth, UserAuth};
 use crate::middlewares::json::Json;
 use crate::middlewares::path::Path;
+use crate::middlewares::rate_limit::Limit;
 use crate::routes::params::SpacePath;
 use crate::routes::{RouterExt, doc};
 use crate::services::access::SpaceMember;
@@ -32,22 +33,25 @@ pub fn router() -> ApiRouter<AppState> {
             "/.well-known/mikoto/instance.json",
             get_with(
                 instance_info,
-                doc("Instance", "instance.info", "Get Instance Information"),
+                doc("Instance", "instance.info", "Get Instance Information", Limit::GENERAL),
             ),
         )
         .mikoto_route(
             "/handles/{handle}",
-            get_with(resolve, doc("Handles", "handles.resolve", "Resolve a Handle")),
+            get_with(
+                resolve,
+                doc("Handles", "handles.resolve", "Resolve a Handle", Limit::GENERAL),
+            ),
         )
         .mikoto_route(
             "/users/me/handle",
             post_with(
                 set_user_handle,
-                doc("Users", "user.setHandle", "Set or Change User Handle"),
+                doc("Users", "user.setHandle", "Set or Change User Handle", Limit::GENERAL),
             )
             .delete_with(
                 delete_user_handle,
-                doc("Users", "user.deleteHandle", "Release User Handle"),
+                doc("Users", "user.deleteHandle", "Release User Handle", Limit::GENERAL),
             ),
         )
         .mikoto_route(
@@ -58,6 +62,7 @@ pub fn router() -> ApiRouter<AppState> {
                     "Users",
                     "user.startHandleVerification",
                     "Start Custom Domain Verification",
+                    Limit::GENERAL,
                 ),
             ),
         )
@@ -69,6 +74,7 @@ pub fn router() -> ApiRouter<AppState> {
                     "Users",
                     "user.completeHandleVerification",
                     "Complete Custom Domain Verification",
+                    Limit::VERIFICATION,
                 ),
             ),
         )
@@ -80,6 +86,7 @@ pub fn router() -> ApiRouter<AppState> {
                     "Spaces",
                     "spaces.startHandleVerification",
                     "Start Custom Domain Verification",
+                    Limit::GENERAL,
                 ),
             ),
         )
@@ -91,6 +98,7 @@ pub fn router() -> ApiRouter<AppState> {
                     "Spaces",
                     "spaces.completeHandleVerification",
                     "Complete Custom Domain Verification",
+                    Limit::VERIFICATION,
                 ),
             ),
         )

@@ -15,21 +15,23 @@ use crate::functions::time::Timestamp;
 use crate::middlewares::auth::Auth;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
+use crate::middlewares::rate_limit::Limit;
 use crate::routes::params::{InvitePath, SpacePath};
 use crate::routes::{RouterExt, doc};
 use crate::services::access::SpaceMember;
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
-    let op = |id, summary| doc("Invites", id, summary);
+    let op = |id, summary, limit| doc("Invites", id, summary, limit);
     ApiRouter::new()
         .mikoto_route(
             "/spaces/{spaceId}/invites/",
-            get_with(list, op("invites.list", "List Invites")).post_with(create, op("invites.create", "Create Invite")),
+            get_with(list, op("invites.list", "List Invites", Limit::GENERAL))
+                .post_with(create, op("invites.create", "Create Invite", Limit::GENERAL)),
         )
         .mikoto_route(
             "/spaces/{spaceId}/invites/{inviteId}",
-            delete_with(delete, op("invites.delete", "Delete Invite")),
+            delete_with(delete, op("invites.delete", "Delete Invite", Limit::GENERAL)),
         )
 }
 

@@ -20,6 +20,7 @@ use crate::functions::query::{clamp_limit, empty_as_none};
 use crate::middlewares::auth::Auth;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
+use crate::middlewares::rate_limit::Limit;
 use crate::routes::params::{MemberPath, MemberRolePath, SpacePath};
 use crate::routes::{RouterExt, doc};
 use crate::services::access::{SpaceMember, insufficient_rank, visibility_events};
@@ -29,23 +30,25 @@ use crate::state::AppState;
 const MAX_ROLES: usize = 250;
 
 pub fn router() -> ApiRouter<AppState> {
-    let op = |id, summary| doc("Members", id, summary);
+    let op = |id, summary, limit| doc("Members", id, summary, limit);
     ApiRouter::new()
         .mikoto_route(
             "/spaces/{spaceId}/members/",
-            get_with(list, op("members.list", "List Members in Space"))
-                .post_with(create, op("members.create", "Add Bot Member")),
+            get_with(list, op("members.list", "List Members in Space", Limit::GENERAL))
+                .post_with(create, op("members.create", "Add Bot Member", Limit::GENERAL)),
         )
         .mikoto_route(
             "/spaces/{spaceId}/members/{userId}",
-            get_with(get, op("members.get", "Get Member from Space"))
-                .delete_with(kick, op("members.delete", "Kick Member"))
-                .patch_with(update, op("members.update", "Update Member")),
+            get_with(get, op("members.get", "Get Member from Space", Limit::GENERAL))
+                .delete_with(kick, op("members.delete", "Kick Member", Limit::GENERAL))
+                .patch_with(update, op("members.update", "Update Member", Limit::GENERAL)),
         )
         .mikoto_route(
             "/spaces/{spaceId}/members/{userId}/roles/{roleId}",
-            post_with(add_role, op("members.addRole", "Add Role to Member"))
-                .delete_with(remove_role, op("members.removeRole", "Remove Role from Member")),
+            post_with(add_role, op("members.addRole", "Add Role to Member", Limit::GENERAL)).delete_with(
+                remove_role,
+                op("members.removeRole", "Remove Role from Member", Limit::GENERAL),
+            ),
         )
 }
 

@@ -21,6 +21,7 @@ use crate::middlewares::auth::{Auth, PendingAuth};
 use crate::middlewares::idempotency::IdempotencyKey;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
+use crate::middlewares::rate_limit::Limit;
 use crate::routes::params::ChannelPath;
 use crate::routes::{RouterExt, doc};
 use crate::services::access;
@@ -28,22 +29,22 @@ use crate::services::messages::{self as service, page, search_params};
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
-    let op = |id, summary| doc("Messages", id, summary);
+    let op = |id, summary, limit| doc("Messages", id, summary, limit);
     ApiRouter::new()
         .mikoto_route(
             "/spaces/{spaceId}/channels/{channelId}/messages/",
-            get_with(list, op("messages.list", "List Messages"))
-                .post_with(create, op("messages.create", "Create Message")),
+            get_with(list, op("messages.list", "List Messages", Limit::GENERAL))
+                .post_with(create, op("messages.create", "Create Message", Limit::MESSAGES)),
         )
         .mikoto_route(
             "/spaces/{spaceId}/channels/{channelId}/messages/search",
-            get_with(search, op("messages.search", "Search Messages")),
+            get_with(search, op("messages.search", "Search Messages", Limit::GENERAL)),
         )
         .mikoto_route(
             "/spaces/{spaceId}/channels/{channelId}/messages/{messageId}",
-            get_with(get, op("messages.get", "Get Message"))
-                .delete_with(delete, op("messages.delete", "Delete Message"))
-                .patch_with(update, op("messages.update", "Update Message")),
+            get_with(get, op("messages.get", "Get Message", Limit::GENERAL))
+                .delete_with(delete, op("messages.delete", "Delete Message", Limit::GENERAL))
+                .patch_with(update, op("messages.update", "Update Message", Limit::GENERAL)),
         )
 }
 

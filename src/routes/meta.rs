@@ -12,12 +12,16 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::routes::RouterExt;
+use crate::middlewares::rate_limit::Limit;
+use crate::routes::{RouterExt, limited};
 use crate::state::AppState;
 
 /// Client-facing meta operations (rate-limited like the rest of the API).
 pub fn api_router() -> ApiRouter<AppState> {
-    ApiRouter::new().mikoto_route("/", get_with(index, |o| o.id("index").summary("Index")))
+    ApiRouter::new().mikoto_route(
+        "/",
+        get_with(index, |o| limited(o.id("index").summary("Index"), Limit::GENERAL)),
+    )
 }
 
 /// Operational endpoints: not rate limited, not in the client API document.

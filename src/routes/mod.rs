@@ -21,10 +21,11 @@ pub mod ws;
 use aide::axum::ApiRouter;
 use aide::axum::routing::ApiMethodRouter;
 use aide::openapi::{OpenApi, SecurityScheme};
-use aide::transform::TransformOpenApi;
+use aide::transform::{TransformOpenApi, TransformOperation};
 
 use crate::error::{Error, ErrorCode};
 use crate::middlewares::auth::SECURITY_SCHEME;
+use crate::middlewares::rate_limit::{self, Limit};
 use crate::state::AppState;
 
 /// Registers a route at Mikoto's documented path. Requests arrive with their trailing slash
@@ -45,13 +46,23 @@ impl RouterExt for ApiRouter<AppState> {
     }
 }
 
-/// Documents one operation: its tag, Mikoto operationId and summary.
+/// Declares one operation: its tag, Mikoto operationId, summary and rate limit.
 pub fn doc(
     tag: &'static str,
     id: &'static str,
     summary: &'static str,
-) -> impl for<'a> FnOnce(aide::transform::TransformOperation<'a>) -> aide::transform::TransformOperation<'a> {
-    move |o| o.id(id).summary(summary).tag(tag)
+    limit: Limit,
+) -> impl for<'a> FnOnce(TransformOperation<'a>) -> TransformOperation<'a> {
+    move |o| limited(o.id(id).summary(summary).tag(tag), limit)
+}
+
+/// Records an operation's rate limit on it; the rate-limit layer reads it back from the
+/// generated document, and refuses to start when an operation has none.
+pub fn limited(mut o: TransformOperation<'_>, limit: Limit) -> TransformOperation<'_> {
+    o.inner_mut()
+        .extensions
+        .insert(rate_limit::EXTENSION.into(), limit.to_extension());
+    o
 }
 
 /// Every client-facing REST operation.
@@ -109,4 +120,63 @@ pub async fn not_found() -> Error {
 
 pub async fn method_not_allowed() -> Error {
     Error::new(ErrorCode::MethodNotAllowed, "This method is not allowed on this route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::middlewares::rate_limit::{EXTENSION, RouteLimits};
+
+    /// Every operation declares its limit, and the special ones are what spec §11.2 says.
+    #[test]
+    fn every_operation_declares_its_rate_limit() {
+        let (_, api) = openapi();
+        let doc = serde_json::to_value(&api).unwrap();
+        RouteLimits::from_document(&doc).unwrap();
+        let declared = |path: &str, method: &str| -> Vec<(String, String)> {
+            doc["paths"][path][method][EXTENSION]
+                .as_array()
+                .unwrap_or_else(|| panic!("{method} {path} declares no limit"))
+                .iter()
+                .map(|e| (e["bucket"].as_str().unwrap().into(), e["key"].as_str().unwrap().into()))
+                .collect()
+        };
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter().map(|(b, k)| (b.to_string(), k.to_string())).collect()
+        };
+        assert_eq!(
+            declared("/account/register", "post"),
+            pairs(&[("auth", "ip"), ("register", "ip")])
+        );
+        for path in [
+            "/account/login",
+            "/account/reset_password",
+            "/account/reset_password/submit",
+        ] {
+            assert_eq!(declared(path, "post"), pairs(&[("auth", "ip")]), "{path}");
+        }
+        for path in ["/account/refresh", "/account/logout"] {
+            assert_eq!(declared(path, "post"), pairs(&[("refresh", "ip")]), "{path}");
+        }
+        assert_eq!(declared("/spaces/", "post"), pairs(&[("space-create", "user")]));
+        assert_eq!(declared("/spaces/", "get"), pairs(&[]));
+        assert_eq!(
+            declared("/spaces/{spaceId}/channels/{channelId}/messages/", "post"),
+            pairs(&[("messages", "user+channelId")])
+        );
+        assert_eq!(
+            declared("/dm/{channelId}/messages/", "post"),
+            pairs(&[("messages", "user+channelId")])
+        );
+        assert_eq!(
+            declared("/relations/{relationId}/request", "post"),
+            pairs(&[("relations", "user")])
+        );
+        for path in [
+            "/users/me/handle/verify/complete",
+            "/spaces/{spaceId}/handle/verify/complete",
+        ] {
+            assert_eq!(declared(path, "post"), pairs(&[("verification", "user")]), "{path}");
+        }
+    }
 }

@@ -15,41 +15,48 @@ use crate::events::{Event, ObjectWithId, Outbox};
 use crate::functions::ids::UserId;
 use crate::middlewares::auth::UserAuth;
 use crate::middlewares::path::Path;
+use crate::middlewares::rate_limit::Limit;
 use crate::routes::{RouterExt, doc};
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
-    let op = |id, summary| doc("Relations", id, summary);
+    let op = |id, summary, limit| doc("Relations", id, summary, limit);
     ApiRouter::new()
         .mikoto_route(
             "/relations/",
-            get_with(list, op("relations.list", "List Relationships")),
+            get_with(list, op("relations.list", "List Relationships", Limit::GENERAL)),
         )
         .mikoto_route(
             "/relations/{relationId}",
-            get_with(get, op("relations.get", "Get Relationship"))
-                .delete_with(remove, op("relations.remove", "Remove Friend")),
+            get_with(get, op("relations.get", "Get Relationship", Limit::GENERAL))
+                .delete_with(remove, op("relations.remove", "Remove Friend", Limit::GENERAL)),
         )
         .mikoto_route(
             "/relations/{relationId}/request",
-            post_with(send_request, op("relations.sendRequest", "Send Friend Request")),
+            post_with(
+                send_request,
+                op("relations.sendRequest", "Send Friend Request", Limit::RELATIONS),
+            ),
         )
         .mikoto_route(
             "/relations/{relationId}/accept",
-            post_with(accept, op("relations.accept", "Accept Friend Request")),
+            post_with(accept, op("relations.accept", "Accept Friend Request", Limit::GENERAL)),
         )
         .mikoto_route(
             "/relations/{relationId}/decline",
-            post_with(decline, op("relations.decline", "Decline Friend Request")),
+            post_with(
+                decline,
+                op("relations.decline", "Decline Friend Request", Limit::GENERAL),
+            ),
         )
         .mikoto_route(
             "/relations/{relationId}/block",
-            post_with(block, op("relations.block", "Block User"))
-                .delete_with(unblock, op("relations.unblock", "Unblock User")),
+            post_with(block, op("relations.block", "Block User", Limit::GENERAL))
+                .delete_with(unblock, op("relations.unblock", "Unblock User", Limit::GENERAL)),
         )
         .mikoto_route(
             "/relations/{relationId}/dm",
-            post_with(open_dm, op("relations.openDm", "Open Direct Messages")),
+            post_with(open_dm, op("relations.openDm", "Open Direct Messages", Limit::GENERAL)),
         )
 }
 

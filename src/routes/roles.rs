@@ -18,6 +18,7 @@ use crate::functions::validation;
 use crate::middlewares::auth::Auth;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::Path;
+use crate::middlewares::rate_limit::Limit;
 use crate::routes::params::{RolePath, SpacePath};
 use crate::routes::{RouterExt, doc};
 use crate::services::access::{SpaceMember, insufficient_rank, visibility_events};
@@ -26,16 +27,17 @@ use crate::state::AppState;
 const MAX_PER_SPACE: i64 = 250;
 
 pub fn router() -> ApiRouter<AppState> {
-    let op = |id, summary| doc("Roles", id, summary);
+    let op = |id, summary, limit| doc("Roles", id, summary, limit);
     ApiRouter::new()
         .mikoto_route(
             "/spaces/{spaceId}/roles/",
-            get_with(list, op("roles.list", "List Roles")).post_with(create, op("roles.create", "Create Role")),
+            get_with(list, op("roles.list", "List Roles", Limit::GENERAL))
+                .post_with(create, op("roles.create", "Create Role", Limit::GENERAL)),
         )
         .mikoto_route(
             "/spaces/{spaceId}/roles/{roleId}",
-            patch_with(update, op("roles.update", "Update Role"))
-                .delete_with(delete, op("roles.delete", "Delete Role")),
+            patch_with(update, op("roles.update", "Update Role", Limit::GENERAL))
+                .delete_with(delete, op("roles.delete", "Delete Role", Limit::GENERAL)),
         )
 }
 

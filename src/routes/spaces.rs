@@ -25,6 +25,7 @@ use crate::functions::validation;
 use crate::middlewares::auth::{Auth, OptionalAuth, UserAuth};
 use crate::middlewares::json::Json;
 use crate::middlewares::path::Path;
+use crate::middlewares::rate_limit::Limit;
 use crate::routes::params::{JoinPath, SpacePath};
 use crate::routes::{RouterExt, doc};
 use crate::services::access::{SpaceMember, visibility_events};
@@ -32,48 +33,64 @@ use crate::services::members::removal_events;
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
-    let op = |id, summary| doc("Spaces", id, summary);
+    let op = |id, summary, limit| doc("Spaces", id, summary, limit);
     ApiRouter::new()
         .mikoto_route(
             "/spaces/",
-            get_with(list, op("spaces.list", "List Spaces")).post_with(create, op("spaces.create", "Create Space")),
+            get_with(list, op("spaces.list", "List Spaces", Limit::GENERAL))
+                .post_with(create, op("spaces.create", "Create Space", Limit::SPACE_CREATE)),
         )
         .mikoto_route(
             "/spaces/{spaceId}",
-            get_with(get, op("spaces.get", "Get Space"))
-                .delete_with(delete, op("spaces.delete", "Delete Space"))
-                .patch_with(update, op("spaces.update", "Update Space")),
+            get_with(get, op("spaces.get", "Get Space", Limit::GENERAL))
+                .delete_with(delete, op("spaces.delete", "Delete Space", Limit::GENERAL))
+                .patch_with(update, op("spaces.update", "Update Space", Limit::GENERAL)),
         )
         .mikoto_route(
             "/spaces/join/{invite}",
-            get_with(preview, op("spaces.preview", "Preview Space Invite"))
-                .post_with(join, op("spaces.join", "Join Space")),
+            get_with(preview, op("spaces.preview", "Preview Space Invite", Limit::GENERAL))
+                .post_with(join, op("spaces.join", "Join Space", Limit::GENERAL)),
         )
         .mikoto_route(
             "/spaces/{spaceId}/leave",
-            delete_with(leave, op("spaces.leave", "Leave Space")),
+            delete_with(leave, op("spaces.leave", "Leave Space", Limit::GENERAL)),
         )
         .mikoto_route(
             "/spaces/notification-preferences",
             get_with(
                 list_preferences,
-                op("spaces.listNotificationPreferences", "List Notification Preferences"),
+                op(
+                    "spaces.listNotificationPreferences",
+                    "List Notification Preferences",
+                    Limit::GENERAL,
+                ),
             ),
         )
         .mikoto_route(
             "/spaces/{spaceId}/notification-preference",
             get_with(
                 get_preference,
-                op("spaces.getNotificationPreference", "Get Notification Preference"),
+                op(
+                    "spaces.getNotificationPreference",
+                    "Get Notification Preference",
+                    Limit::GENERAL,
+                ),
             )
             .post_with(
                 set_preference,
-                op("spaces.setNotificationPreference", "Set Notification Preference"),
+                op(
+                    "spaces.setNotificationPreference",
+                    "Set Notification Preference",
+                    Limit::GENERAL,
+                ),
             ),
         )
         .mikoto_route(
             "/spaces/{spaceId}/transfer_ownership",
-            post_with(transfer_ownership, op("spaces.transferOwnership", "Transfer Ownership")),
+            post_with(
+                transfer_ownership,
+                op("spaces.transferOwnership", "Transfer Ownership", Limit::GENERAL),
+            ),
         )
 }
 

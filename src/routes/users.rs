@@ -18,7 +18,8 @@ use crate::functions::{media_ref, validation};
 use crate::middlewares::auth::Auth;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
-use crate::routes::RouterExt;
+use crate::middlewares::rate_limit::Limit;
+use crate::routes::{RouterExt, doc};
 use crate::services::profiles;
 use crate::state::AppState;
 
@@ -27,20 +28,18 @@ pub fn router() -> ApiRouter<AppState> {
         .mikoto_route(
             "/users/presence",
             get_with(presence, |o| {
-                o.id("users.presence")
-                    .summary("Get Presence")
+                doc("Users", "users.presence", "Get Presence", Limit::GENERAL)(o)
                     .description("The presence of up to 100 users in the caller's profile audience.")
-                    .tag("Users")
             }),
         )
         .mikoto_route(
             "/users/{userId}",
-            get_with(get_user, |o| o.id("users.get").summary("Get User").tag("Users")),
+            get_with(get_user, doc("Users", "users.get", "Get User", Limit::GENERAL)),
         )
         .mikoto_route(
             "/users/me",
-            get_with(get_me, |o| o.id("user.get").summary("Get Current User").tag("Users"))
-                .patch_with(update_me, |o| o.id("user.update").summary("Update User").tag("Users")),
+            get_with(get_me, doc("Users", "user.get", "Get Current User", Limit::GENERAL))
+                .patch_with(update_me, doc("Users", "user.update", "Update User", Limit::GENERAL)),
         )
 }
 

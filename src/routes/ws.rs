@@ -32,7 +32,7 @@ async fn upgrade(State(state): State<AppState>, req: axum::extract::Request) -> 
     }
     // `RATE_LIMITS=off` (benchmarks) lifts the connect limit with the REST ones.
     if state.config.rate_limits {
-        let ip = ClientIp::from_parts(&parts, &state).0.to_string();
+        let ip = ClientIp::of(&parts).0.to_string();
         let decision = state.limiter.check(Bucket::WsConnect, &ip, 1).await;
         if !decision.allowed {
             metrics::counter!("alterego_rate_limited_total", "bucket" => decision.bucket).increment(1);

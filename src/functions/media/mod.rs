@@ -247,6 +247,18 @@ pub fn parse_dimension(raw: &str) -> Option<u32> {
     Some(value.clamp(1, 1024))
 }
 
+/// Whether a request is an upload to one of the stores under `prefix` (the media routes): such
+/// requests are exempt from the REST request timeout, the upload bounding the time between
+/// chunks instead.
+pub fn is_upload(prefix: &str, method: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    method == "POST"
+        && path
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|store| Store::parse(store.trim_end_matches('/')).is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,17 +37,6 @@ pub fn router(config: &Config) -> Router<AppState> {
         .layer(DefaultBodyLimit::max(usize::try_from(largest).unwrap_or(usize::MAX)))
 }
 
-/// Whether a request is an upload (exempt from the REST request timeout: the upload handler
-/// bounds the time between chunks instead).
-pub fn is_upload(config: &Config, method: &axum::http::Method, path: &str) -> bool {
-    let prefix = config.media_prefix.trim_end_matches('/');
-    method == axum::http::Method::POST
-        && path
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.strip_prefix('/'))
-            .is_some_and(|store| Store::parse(store.trim_end_matches('/')).is_some())
-}
-
 #[derive(Serialize)]
 struct Info {
     name: &'static str,
