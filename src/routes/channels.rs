@@ -21,8 +21,7 @@ use crate::middlewares::auth::Auth;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::Path;
 use crate::middlewares::rate_limit::Limit;
-use crate::routes::params::{ChannelPath, OverridePath, SpacePath};
-use crate::routes::{RouterExt, doc};
+use crate::routes::{ChannelPath, OverridePath, RouterExt, SpacePath, doc};
 use crate::services::access::{SpaceMember, insufficient_rank, require_bits, visibility_events};
 use crate::state::AppState;
 

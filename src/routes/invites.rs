@@ -16,8 +16,7 @@ use crate::middlewares::auth::Auth;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
 use crate::middlewares::rate_limit::Limit;
-use crate::routes::params::{InvitePath, SpacePath};
-use crate::routes::{RouterExt, doc};
+use crate::routes::{InvitePath, RouterExt, SpacePath, doc};
 use crate::services::access::SpaceMember;
 use crate::state::AppState;
 

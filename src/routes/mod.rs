@@ -11,7 +11,7 @@ pub mod media;
 pub mod members;
 pub mod messages;
 pub mod meta;
-pub mod params;
+mod params;
 pub mod relations;
 pub mod roles;
 pub mod spaces;
@@ -27,6 +27,9 @@ use crate::error::{Error, ErrorCode};
 use crate::middlewares::auth::SECURITY_SCHEME;
 use crate::middlewares::rate_limit::{self, Limit};
 use crate::state::AppState;
+
+// The path parameters the route modules share.
+pub use params::*;
 
 /// Registers a route at Mikoto's documented path. Requests arrive with their trailing slash
 /// already trimmed (spec §2.1), so a collection root such as `/spaces/` is documented with its

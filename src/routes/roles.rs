@@ -19,8 +19,7 @@ use crate::middlewares::auth::Auth;
 use crate::middlewares::json::Json;
 use crate::middlewares::path::Path;
 use crate::middlewares::rate_limit::Limit;
-use crate::routes::params::{RolePath, SpacePath};
-use crate::routes::{RouterExt, doc};
+use crate::routes::{RolePath, RouterExt, SpacePath, doc};
 use crate::services::access::{SpaceMember, insufficient_rank, visibility_events};
 use crate::state::AppState;
 
