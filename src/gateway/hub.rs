@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::protocol::{self, InvalidReason, ResyncPayload};
 use super::session::{Close, Conn, Dispatched, Event, Item, Published, Replay, Session};
 use super::view::{ChannelRef, IdRef, SpaceView};
-use super::{Inner, PresenceCmd, RegistryCmd};
+use super::{PresenceCmd, RegistryCmd};
 use crate::entities::relations::RelationState;
 use crate::events::Op;
 use crate::functions::bus::{Topic, TopicKind};
@@ -49,11 +49,12 @@ struct LocalUser {
     waiters: Vec<tokio::sync::oneshot::Sender<bool>>,
 }
 
+/// A relationship row of a local user: the other user, the state and the DM channel.
 #[derive(Debug, Clone, Copy)]
-struct Relation {
-    other: UserId,
-    state: RelationState,
-    channel: Option<ChannelId>,
+pub(super) struct Relation {
+    pub other: UserId,
+    pub state: RelationState,
+    pub channel: Option<ChannelId>,
 }
 
 impl Relation {
@@ -75,8 +76,41 @@ struct SpaceEntry {
     generation: u64,
 }
 
+/// What the hub asks its runtime to do: it decides, the runtime (`super::Inner::run`) acts.
+/// Frames are not effects: they go straight into the sessions' outbound queues, which the hub
+/// owns (a fan-out to thousands of members must not allocate an effect per recipient).
+#[derive(Debug)]
+pub(super) enum Effect {
+    Subscribe(Topic),
+    Unsubscribe(Topic),
+    /// Load a local user's spaces and relations (after subscribing to its topic: `subscribe`).
+    LoadUser {
+        user: UserId,
+        generation: u64,
+        subscribe: bool,
+    },
+    /// Load a space view (after subscribing to the space's topic: `subscribe`).
+    LoadView {
+        space: SpaceId,
+        generation: u64,
+        subscribe: bool,
+    },
+    Presence(PresenceCmd),
+    Registry(RegistryCmd),
+    /// Send a take-over reply to the requesting instance.
+    Reply(Uuid, TakeoverReply),
+    /// A take-over reply arrived for a request of this instance.
+    Replied(TakeoverReply),
+}
+
+pub(super) type Effects = Vec<Effect>;
+
 #[derive(Default)]
 pub(super) struct Hub {
+    /// This instance (its `instance:` topic carries take-over requests and replies).
+    instance: Uuid,
+    /// `PRESENCE_SPACE_LIMIT`: presence reaches co-members only through spaces up to this size.
+    presence_limit: usize,
     sessions: HashMap<Uuid, Session>,
     users: HashMap<UserId, LocalUser>,
     spaces: HashMap<SpaceId, SpaceEntry>,
@@ -132,11 +166,10 @@ pub(super) struct TakeoverReply {
     pub delivered: Vec<Uuid>,
 }
 
-/// A registered session: resolves once its subscriptions are in effect and its user's state is
-/// loaded (`ready: None` when it already is).
+/// A registered session: `ready` resolves once its user's state is loaded (`None` when it
+/// already is). Its subscriptions are in effect after the bus's next barrier.
 pub(super) struct Added {
     pub ready: Option<tokio::sync::oneshot::Receiver<bool>>,
-    pub subscribed: Subscribed,
 }
 
 /// What a local resume found.
@@ -268,6 +301,14 @@ fn shaped_events(
 }
 
 impl Hub {
+    pub fn new(instance: Uuid, presence_limit: usize) -> Hub {
+        Hub {
+            instance,
+            presence_limit,
+            ..Hub::default()
+        }
+    }
+
     fn next_generation(&mut self) -> u64 {
         self.generation += 1;
         self.generation
@@ -275,13 +316,13 @@ impl Hub {
 
     // ----- the bus stream -----------------------------------------------------------------
 
-    pub fn handle(&mut self, inner: &Arc<Inner>, topic: &Topic, payload: Bytes) {
+    pub fn handle(&mut self, fx: &mut Effects, topic: &Topic, payload: Bytes) {
         match topic.kind() {
-            TopicKind::Space(id) => self.on_space(inner, SpaceId(id), payload),
-            TopicKind::User(user) => self.on_user(inner, user, payload),
-            TopicKind::Profile(user) => self.on_profile(inner, user, &payload),
-            TopicKind::Session(auth) => self.on_auth_session(inner, auth, &payload),
-            TopicKind::Instance(id) if id == inner.instance => self.on_control(inner, &payload),
+            TopicKind::Space(id) => self.on_space(fx, SpaceId(id), payload),
+            TopicKind::User(user) => self.on_user(fx, user, payload),
+            TopicKind::Profile(user) => self.on_profile(fx, user, &payload),
+            TopicKind::Session(auth) => self.on_auth_session(fx, auth, &payload),
+            TopicKind::Instance(id) if id == self.instance => self.on_control(fx, &payload),
             _ => {}
         }
         self.count_deliveries();
@@ -294,7 +335,7 @@ impl Hub {
         }
     }
 
-    fn on_space(&mut self, inner: &Arc<Inner>, space: SpaceId, payload: Bytes) {
+    fn on_space(&mut self, fx: &mut Effects, space: SpaceId, payload: Bytes) {
         let Some(entry) = self.spaces.get_mut(&space) else {
             return;
         };
@@ -302,11 +343,11 @@ impl Hub {
             pending.push(payload);
             return;
         }
-        self.space_event(inner, space, &payload);
+        self.space_event(fx, space, &payload);
     }
 
     /// Applies one event of a loaded space view, then delivers it to the members it is for.
-    fn space_event(&mut self, inner: &Arc<Inner>, space: SpaceId, payload: &[u8]) {
+    fn space_event(&mut self, fx: &mut Effects, space: SpaceId, payload: &[u8]) {
         let Some(head) = Published::parse(payload) else {
             return;
         };
@@ -362,14 +403,14 @@ impl Hub {
         };
         if let Some(u) = change.added {
             self.member_of.entry(u).or_default().insert(space);
-            self.profile_ref(inner, u, true);
+            self.profile_ref(fx, u, true);
         }
         if let Some(u) = change.removed {
-            self.unindex_member(inner, space, u);
+            self.unindex_member(fx, space, u);
         }
         let now = Instant::now();
         for (user, ev) in &deliveries {
-            self.deliver(inner, *user, ev, now);
+            self.deliver(fx, *user, ev, now);
         }
         // The space is gone: every local member leaves it.
         if op == Op::SpaceDeleted {
@@ -379,12 +420,12 @@ impl Hub {
                 .map(|e| e.audience.iter().copied().collect())
                 .unwrap_or_default();
             for user in audience {
-                self.leave_space(inner, user, space);
+                self.leave_space(fx, user, space);
             }
         }
     }
 
-    fn on_user(&mut self, inner: &Arc<Inner>, user: UserId, payload: Bytes) {
+    fn on_user(&mut self, fx: &mut Effects, user: UserId, payload: Bytes) {
         let Some(local) = self.users.get_mut(&user) else {
             return;
         };
@@ -392,10 +433,10 @@ impl Hub {
             pending.push(payload);
             return;
         }
-        self.user_event(inner, user, &payload);
+        self.user_event(fx, user, &payload);
     }
 
-    fn user_event(&mut self, inner: &Arc<Inner>, user: UserId, payload: &[u8]) {
+    fn user_event(&mut self, fx: &mut Effects, user: UserId, payload: &[u8]) {
         let Some(head) = Published::parse(payload) else {
             return;
         };
@@ -410,20 +451,20 @@ impl Hub {
         match op {
             Op::SpaceCreated => {
                 if let Some(s) = parse::<IdRef>(head.data) {
-                    self.join_space(inner, user, SpaceId(s.id));
+                    self.join_space(fx, user, SpaceId(s.id));
                 }
-                self.deliver(inner, user, &ev, Instant::now());
+                self.deliver(fx, user, &ev, Instant::now());
             }
             Op::SpaceDeleted => {
-                self.deliver(inner, user, &ev, Instant::now());
+                self.deliver(fx, user, &ev, Instant::now());
                 if let Some(s) = parse::<IdRef>(head.data) {
-                    self.leave_space(inner, user, SpaceId(s.id));
+                    self.leave_space(fx, user, SpaceId(s.id));
                 }
             }
             Op::RelationCreated | Op::RelationUpdated => {
                 if let Some(row) = parse::<RelationRow>(head.data) {
                     self.set_relation(
-                        inner,
+                        fx,
                         user,
                         row.id,
                         Some(Relation {
@@ -433,13 +474,13 @@ impl Hub {
                         }),
                     );
                 }
-                self.deliver(inner, user, &ev, Instant::now());
+                self.deliver(fx, user, &ev, Instant::now());
             }
             Op::RelationDeleted => {
                 if let Some(row) = parse::<IdRef>(head.data) {
-                    self.set_relation(inner, user, row.id, None);
+                    self.set_relation(fx, user, row.id, None);
                 }
-                self.deliver(inner, user, &ev, Instant::now());
+                self.deliver(fx, user, &ev, Instant::now());
             }
             Op::SpaceUpdated
             | Op::ChannelCreated
@@ -459,14 +500,14 @@ impl Hub {
             | Op::UserCreated
             | Op::UserUpdated
             | Op::UserDeleted
-            | Op::PresenceUpdated => self.deliver(inner, user, &ev, Instant::now()),
+            | Op::PresenceUpdated => self.deliver(fx, user, &ev, Instant::now()),
             Op::OverrideSet | Op::OverrideDeleted | Op::SessionRevoked => {}
         }
     }
 
     /// `users.onUpdate` and `presence.onUpdate` of `subject`: its profile audience (spec §7.8),
     /// computed from local views and relations; each local user at most once.
-    fn on_profile(&mut self, inner: &Arc<Inner>, subject: UserId, payload: &[u8]) {
+    fn on_profile(&mut self, fx: &mut Effects, subject: UserId, payload: &[u8]) {
         let Some(head) = Published::parse(payload) else {
             return;
         };
@@ -503,7 +544,7 @@ impl Hub {
         };
         let mut recipients: HashSet<UserId> = HashSet::default();
         let limit = match presence {
-            true if inner.config.presence_space_limit > 0 => inner.config.presence_space_limit,
+            true if self.presence_limit > 0 => self.presence_limit,
             _ => usize::MAX,
         };
         if let Some(spaces) = self.member_of.get(&subject) {
@@ -527,12 +568,12 @@ impl Hub {
         let ev = Arc::new(Event::new(head.id, op, head.data.get()));
         let now = Instant::now();
         for user in recipients {
-            self.deliver(inner, user, &ev, now);
+            self.deliver(fx, user, &ev, now);
         }
     }
 
     /// `sessions.revoked`: every socket of that auth session is closed with 4006 (spec §6.2).
-    fn on_auth_session(&mut self, inner: &Arc<Inner>, auth: SessionId, payload: &[u8]) {
+    fn on_auth_session(&mut self, fx: &mut Effects, auth: SessionId, payload: &[u8]) {
         let Some(head) = Published::parse(payload) else {
             return;
         };
@@ -543,34 +584,24 @@ impl Hub {
             if let Some(conn) = self.sessions.get(&sid).and_then(|s| s.conn.clone()) {
                 conn.close(Close::INVALIDATED);
             }
-            self.destroy_session(inner, sid, true);
+            self.destroy_session(fx, sid, true);
         }
     }
 
-    fn on_control(&mut self, inner: &Arc<Inner>, payload: &[u8]) {
+    fn on_control(&mut self, fx: &mut Effects, payload: &[u8]) {
         let Some(head) = Published::parse(payload) else {
             return;
         };
         match head.op.as_ref() {
-            "takeover.request" => {
+            super::TAKEOVER_REQUEST => {
                 if let Some(req) = parse::<TakeoverRequest>(head.data) {
-                    let reply = self.hand_over(inner, &req);
-                    let bus = inner.bus.clone();
-                    tokio::spawn(async move {
-                        bus.publish(&Topic::instance(req.from), "takeover.reply", &reply).await;
-                    });
+                    let reply = self.hand_over(fx, &req);
+                    fx.push(Effect::Reply(req.from, reply));
                 }
             }
-            "takeover.reply" => {
+            super::TAKEOVER_REPLY => {
                 if let Ok(reply) = serde_json::from_str::<TakeoverReply>(head.data.get()) {
-                    let waiter = inner
-                        .takeovers
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&reply.request_id);
-                    if let Some(w) = waiter {
-                        let _ = w.send(reply);
-                    }
+                    fx.push(Effect::Replied(reply));
                 }
             }
             _ => {}
@@ -579,7 +610,7 @@ impl Hub {
 
     /// The bus lost messages (spec §8.4): every session is told to resync, and all state is
     /// reloaded from the database on top of the (still active) subscriptions.
-    pub fn resync(&mut self, inner: &Arc<Inner>) {
+    pub fn resync(&mut self, fx: &mut Effects) {
         let frame = resync_frame();
         for s in self.sessions.values_mut() {
             if s.pending.is_none() {
@@ -595,7 +626,11 @@ impl Hub {
             if let Some(local) = self.users.get_mut(&user) {
                 local.generation = generation;
                 local.pending.get_or_insert_with(Vec::new);
-                tokio::spawn(load_user(inner.clone(), user, generation, None));
+                fx.push(Effect::LoadUser {
+                    user,
+                    generation,
+                    subscribe: false,
+                });
             }
         }
         let spaces: Vec<SpaceId> = self.spaces.keys().copied().collect();
@@ -604,7 +639,11 @@ impl Hub {
             if let Some(entry) = self.spaces.get_mut(&space) {
                 entry.generation = generation;
                 entry.pending.get_or_insert_with(Vec::new);
-                tokio::spawn(load_view(inner.clone(), space, generation, None));
+                fx.push(Effect::LoadView {
+                    space,
+                    generation,
+                    subscribe: false,
+                });
             }
         }
     }
@@ -612,7 +651,7 @@ impl Hub {
     // ----- delivery -----------------------------------------------------------------------
 
     /// Dispatches one event to every session of a local user.
-    fn deliver(&mut self, inner: &Arc<Inner>, user: UserId, ev: &Arc<Event>, now: Instant) {
+    fn deliver(&mut self, fx: &mut Effects, user: UserId, ev: &Arc<Event>, now: Instant) {
         let Some(local) = self.users.get_mut(&user) else {
             return;
         };
@@ -626,9 +665,9 @@ impl Hub {
                 metrics::counter!("alterego_ws_queue_overflows_total").increment(1);
                 local.attached = local.attached.saturating_sub(1);
                 if local.attached == 0 {
-                    let _ = inner.presence.send(PresenceCmd::Detached(user));
+                    fx.push(Effect::Presence(PresenceCmd::Detached(user)));
                 }
-                let _ = inner.registry.send(RegistryCmd::Detached(*sid, user, session.auth));
+                fx.push(Effect::Registry(RegistryCmd::Detached(*sid, user, session.auth)));
             }
         }
         self.delivered += delivered;
@@ -636,35 +675,35 @@ impl Hub {
 
     // ----- subscriptions and indexes ------------------------------------------------------
 
-    fn profile_ref(&mut self, inner: &Arc<Inner>, user: UserId, add: bool) {
+    fn profile_ref(&mut self, fx: &mut Effects, user: UserId, add: bool) {
         if add {
             let n = self.profiles.entry(user).or_insert(0);
             *n += 1;
             if *n == 1 {
-                drop(inner.bus.subscribe_now(&Topic::profile(user)));
+                fx.push(Effect::Subscribe(Topic::profile(user)));
             }
         } else if let Some(n) = self.profiles.get_mut(&user) {
             *n -= 1;
             if *n == 0 {
                 self.profiles.remove(&user);
-                inner.bus.unsubscribe_now(&Topic::profile(user));
+                fx.push(Effect::Unsubscribe(Topic::profile(user)));
             }
         }
     }
 
-    fn unindex_member(&mut self, inner: &Arc<Inner>, space: SpaceId, user: UserId) {
+    fn unindex_member(&mut self, fx: &mut Effects, space: SpaceId, user: UserId) {
         if let Some(set) = self.member_of.get_mut(&user) {
             set.remove(&space);
             if set.is_empty() {
                 self.member_of.remove(&user);
             }
         }
-        self.profile_ref(inner, user, false);
+        self.profile_ref(fx, user, false);
     }
 
     /// A local user is (now) a member of `space`: joins its audience, creating and loading the
     /// view when this instance has none.
-    fn join_space(&mut self, inner: &Arc<Inner>, user: UserId, space: SpaceId) {
+    fn join_space(&mut self, fx: &mut Effects, user: UserId, space: SpaceId) {
         let Some(local) = self.users.get_mut(&user) else {
             return;
         };
@@ -673,7 +712,6 @@ impl Hub {
         }
         if !self.spaces.contains_key(&space) {
             let generation = self.next_generation();
-            let subscribed = inner.bus.subscribe_now(&Topic::space(space.0));
             self.spaces.insert(
                 space,
                 SpaceEntry {
@@ -683,14 +721,18 @@ impl Hub {
                     generation,
                 },
             );
-            tokio::spawn(load_view(inner.clone(), space, generation, Some(Box::pin(subscribed))));
+            fx.push(Effect::LoadView {
+                space,
+                generation,
+                subscribe: true,
+            });
         }
         if let Some(entry) = self.spaces.get_mut(&space) {
             entry.audience.insert(user);
         }
     }
 
-    fn leave_space(&mut self, inner: &Arc<Inner>, user: UserId, space: SpaceId) {
+    fn leave_space(&mut self, fx: &mut Effects, user: UserId, space: SpaceId) {
         if let Some(local) = self.users.get_mut(&user) {
             local.spaces.remove(&space);
         }
@@ -699,24 +741,24 @@ impl Hub {
         };
         entry.audience.remove(&user);
         if entry.audience.is_empty() {
-            self.drop_space(inner, space);
+            self.drop_space(fx, space);
         }
     }
 
-    fn drop_space(&mut self, inner: &Arc<Inner>, space: SpaceId) {
+    fn drop_space(&mut self, fx: &mut Effects, space: SpaceId) {
         let Some(entry) = self.spaces.remove(&space) else {
             return;
         };
-        inner.bus.unsubscribe_now(&Topic::space(space.0));
+        fx.push(Effect::Unsubscribe(Topic::space(space.0)));
         if let Some(view) = entry.view {
             for member in view.members() {
-                self.unindex_member(inner, space, member);
+                self.unindex_member(fx, space, member);
             }
         }
     }
 
     /// Replaces a loaded view, keeping indexes and profile subscriptions in step.
-    fn set_view(&mut self, inner: &Arc<Inner>, space: SpaceId, view: SpaceView) {
+    fn set_view(&mut self, fx: &mut Effects, space: SpaceId, view: SpaceView) {
         let Some(entry) = self.spaces.get_mut(&space) else {
             return;
         };
@@ -725,14 +767,14 @@ impl Hub {
         entry.view = Some(view);
         for u in new.difference(&old) {
             self.member_of.entry(*u).or_default().insert(space);
-            self.profile_ref(inner, *u, true);
+            self.profile_ref(fx, *u, true);
         }
         for u in old.difference(&new) {
-            self.unindex_member(inner, space, *u);
+            self.unindex_member(fx, space, *u);
         }
     }
 
-    fn set_relation(&mut self, inner: &Arc<Inner>, user: UserId, row: Uuid, relation: Option<Relation>) {
+    fn set_relation(&mut self, fx: &mut Effects, user: UserId, row: Uuid, relation: Option<Relation>) {
         let Some(local) = self.users.get_mut(&user) else {
             return;
         };
@@ -752,11 +794,11 @@ impl Hub {
                     self.partners.remove(&other);
                 }
             }
-            self.profile_ref(inner, other, false);
+            self.profile_ref(fx, other, false);
         }
         if let Some(other) = now {
             self.partners.entry(other).or_default().insert(user);
-            self.profile_ref(inner, other, true);
+            self.profile_ref(fx, other, true);
         }
     }
 
@@ -799,20 +841,16 @@ impl Hub {
 
     /// Registers a session of `user` (attached to `conn`, or a take-over placeholder) and
     /// returns a receiver that resolves once the user's state is ready (`None` when it is).
-    pub fn add_session(&mut self, inner: &Arc<Inner>, session: Session) -> Added {
+    pub fn add_session(&mut self, fx: &mut Effects, session: Session) -> Added {
         let (sid, user, auth, attached) = (session.id, session.user, session.auth, session.is_attached());
         self.sessions.insert(sid, session);
-        let subscribed: Subscribed = match auth {
-            Some(auth) => {
-                self.by_auth.entry(auth).or_default().push(sid);
-                Box::pin(inner.bus.subscribe_now(&Topic::session(auth)))
-            }
-            None => Box::pin(std::future::ready(())),
-        };
+        if let Some(auth) = auth {
+            self.by_auth.entry(auth).or_default().push(sid);
+            fx.push(Effect::Subscribe(Topic::session(auth)));
+        }
         if !self.users.contains_key(&user) {
             let generation = self.next_generation();
-            let subscribed = inner.bus.subscribe_now(&Topic::user(user));
-            self.profile_ref(inner, user, true);
+            self.profile_ref(fx, user, true);
             self.users.insert(
                 user,
                 LocalUser {
@@ -827,44 +865,39 @@ impl Hub {
                     waiters: Vec::new(),
                 },
             );
-            tokio::spawn(load_user(inner.clone(), user, generation, Some(Box::pin(subscribed))));
+            fx.push(Effect::LoadUser {
+                user,
+                generation,
+                subscribe: true,
+            });
         }
         let Some(local) = self.users.get_mut(&user) else {
-            return Added {
-                ready: None,
-                subscribed,
-            };
+            return Added { ready: None };
         };
         local.sessions.push(sid);
         if attached {
             local.attached += 1;
             if local.attached == 1 {
-                let _ = inner.presence.send(PresenceCmd::Attached(user));
+                fx.push(Effect::Presence(PresenceCmd::Attached(user)));
             }
-            let _ = inner.registry.send(RegistryCmd::Attached(sid, user, auth));
+            fx.push(Effect::Registry(RegistryCmd::Attached(sid, user, auth)));
         }
         if local.ready {
-            return Added {
-                ready: None,
-                subscribed,
-            };
+            return Added { ready: None };
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         local.waiters.push(tx);
-        Added {
-            ready: Some(rx),
-            subscribed,
-        }
+        Added { ready: Some(rx) }
     }
 
     /// Removes a session. `forget` also deletes its registry entry (not when another instance
     /// has taken it over).
-    pub fn destroy_session(&mut self, inner: &Arc<Inner>, sid: Uuid, forget: bool) {
+    pub fn destroy_session(&mut self, fx: &mut Effects, sid: Uuid, forget: bool) {
         let Some(session) = self.sessions.remove(&sid) else {
             return;
         };
         if let Some(auth) = session.auth {
-            inner.bus.unsubscribe_now(&Topic::session(auth));
+            fx.push(Effect::Unsubscribe(Topic::session(auth)));
             if let Some(list) = self.by_auth.get_mut(&auth) {
                 list.retain(|s| *s != sid);
                 if list.is_empty() {
@@ -873,7 +906,7 @@ impl Hub {
             }
         }
         if forget {
-            let _ = inner.registry.send(RegistryCmd::Remove(sid));
+            fx.push(Effect::Registry(RegistryCmd::Remove(sid)));
         }
         let user = session.user;
         let Some(local) = self.users.get_mut(&user) else {
@@ -883,34 +916,34 @@ impl Hub {
         if session.conn.is_some() {
             local.attached = local.attached.saturating_sub(1);
             if local.attached == 0 {
-                let _ = inner.presence.send(PresenceCmd::Detached(user));
+                fx.push(Effect::Presence(PresenceCmd::Detached(user)));
             }
         }
         if local.sessions.is_empty() {
-            self.remove_user(inner, user);
+            self.remove_user(fx, user);
         }
     }
 
-    fn remove_user(&mut self, inner: &Arc<Inner>, user: UserId) {
+    fn remove_user(&mut self, fx: &mut Effects, user: UserId) {
         let Some(local) = self.users.get(&user) else {
             return;
         };
         let spaces: Vec<SpaceId> = local.spaces.iter().copied().collect();
         let relations: Vec<Uuid> = local.relations.keys().copied().collect();
         for space in spaces {
-            self.leave_space(inner, user, space);
+            self.leave_space(fx, user, space);
         }
         for row in relations {
-            self.set_relation(inner, user, row, None);
+            self.set_relation(fx, user, row, None);
         }
         self.users.remove(&user);
-        self.profile_ref(inner, user, false);
-        inner.bus.unsubscribe_now(&Topic::user(user));
+        self.profile_ref(fx, user, false);
+        fx.push(Effect::Unsubscribe(Topic::user(user)));
     }
 
     /// The socket of `sid` went away. `end` destroys the session (client close 1000, or a
     /// non-resumable close); otherwise it detaches and stays resumable.
-    pub fn detach(&mut self, inner: &Arc<Inner>, sid: Uuid, conn: &Arc<Conn>, end: bool) {
+    pub fn detach(&mut self, fx: &mut Effects, sid: Uuid, conn: &Arc<Conn>, end: bool) {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -918,12 +951,12 @@ impl Hub {
         if !mine {
             // Replaced by a resume, or already detached by an overflow.
             if end && session.conn.is_none() {
-                self.destroy_session(inner, sid, true);
+                self.destroy_session(fx, sid, true);
             }
             return;
         }
         if end {
-            self.destroy_session(inner, sid, true);
+            self.destroy_session(fx, sid, true);
             return;
         }
         session.conn = None;
@@ -932,10 +965,10 @@ impl Hub {
         if let Some(local) = self.users.get_mut(&user) {
             local.attached = local.attached.saturating_sub(1);
             if local.attached == 0 {
-                let _ = inner.presence.send(PresenceCmd::Detached(user));
+                fx.push(Effect::Presence(PresenceCmd::Detached(user)));
             }
         }
-        let _ = inner.registry.send(RegistryCmd::Detached(sid, user, auth));
+        fx.push(Effect::Registry(RegistryCmd::Detached(sid, user, auth)));
     }
 
     /// First half of a local resume: the session's owner and auth session.
@@ -952,7 +985,7 @@ impl Hub {
     /// if any, is closed with 4011.
     pub fn resume_local(
         &mut self,
-        inner: &Arc<Inner>,
+        fx: &mut Effects,
         sid: Uuid,
         user: UserId,
         seq: u64,
@@ -980,16 +1013,16 @@ impl Hub {
         if !was_attached && let Some(local) = self.users.get_mut(&user) {
             local.attached += 1;
             if local.attached == 1 {
-                let _ = inner.presence.send(PresenceCmd::Attached(user));
+                fx.push(Effect::Presence(PresenceCmd::Attached(user)));
             }
         }
-        let _ = inner.registry.send(RegistryCmd::Attached(sid, user, auth));
+        fx.push(Effect::Registry(RegistryCmd::Attached(sid, user, auth)));
         Ok(replayed)
     }
 
     /// The owner's side of a take-over (spec §8.5 step 4). Every message received before the
     /// request has been applied: the dispatcher handles them in order.
-    fn hand_over(&mut self, inner: &Arc<Inner>, req: &TakeoverRequest) -> TakeoverReply {
+    fn hand_over(&mut self, fx: &mut Effects, req: &TakeoverRequest) -> TakeoverReply {
         let fail = |reason| TakeoverReply {
             request_id: req.request_id,
             ok: false,
@@ -1030,10 +1063,13 @@ impl Hub {
             delivered: session.delivered_ids(req.seq),
         };
         let (user, auth) = (session.user, session.auth);
-        let _ = inner
-            .registry
-            .send(RegistryCmd::Moved(req.session_id, user, auth, req.from));
-        self.destroy_session(inner, req.session_id, false);
+        fx.push(Effect::Registry(RegistryCmd::Moved(
+            req.session_id,
+            user,
+            auth,
+            req.from,
+        )));
+        self.destroy_session(fx, req.session_id, false);
         reply
     }
 
@@ -1041,7 +1077,7 @@ impl Hub {
     /// live events buffered meanwhile that were not in it.
     pub fn complete_takeover(
         &mut self,
-        inner: &Arc<Inner>,
+        fx: &mut Effects,
         sid: Uuid,
         reply: TakeoverReply,
         conn: &Arc<Conn>,
@@ -1084,10 +1120,10 @@ impl Hub {
         if let Some(local) = self.users.get_mut(&user) {
             local.attached += 1;
             if local.attached == 1 {
-                let _ = inner.presence.send(PresenceCmd::Attached(user));
+                fx.push(Effect::Presence(PresenceCmd::Attached(user)));
             }
         }
-        let _ = inner.registry.send(RegistryCmd::Attached(sid, user, auth));
+        fx.push(Effect::Registry(RegistryCmd::Attached(sid, user, auth)));
         Ok(replayed)
     }
 
@@ -1117,7 +1153,7 @@ impl Hub {
 
     /// Expires detached sessions past the resume window, trims attached replay rings, renews
     /// registry entries, and updates the session gauges.
-    pub fn housekeeping(&mut self, inner: &Arc<Inner>, window: Duration) {
+    pub fn housekeeping(&mut self, fx: &mut Effects, window: Duration) {
         // Deliveries of events applied outside `handle` (views and users that finished loading).
         self.count_deliveries();
         let now = Instant::now();
@@ -1128,7 +1164,7 @@ impl Hub {
             .map(|s| s.id)
             .collect();
         for sid in expired {
-            self.destroy_session(inner, sid, true);
+            self.destroy_session(fx, sid, true);
         }
         let mut attached = 0usize;
         for s in self.sessions.values_mut() {
@@ -1156,13 +1192,13 @@ impl Hub {
                 .filter(|(_, l)| l.attached > 0)
                 .map(|(u, _)| *u)
                 .collect();
-            let _ = inner.registry.send(RegistryCmd::Refresh(sids));
-            let _ = inner.presence.send(PresenceCmd::Refresh(users));
+            fx.push(Effect::Registry(RegistryCmd::Refresh(sids)));
+            fx.push(Effect::Presence(PresenceCmd::Refresh(users)));
         }
     }
 
     /// Graceful shutdown (spec §8.6): every socket closes with 1001; sessions stay resumable.
-    pub fn close_all(&mut self, inner: &Arc<Inner>) {
+    pub fn close_all(&mut self, fx: &mut Effects) {
         let sids: Vec<(Uuid, Arc<Conn>)> = self
             .sessions
             .values()
@@ -1170,7 +1206,7 @@ impl Hub {
             .collect();
         for (sid, conn) in sids {
             conn.close(Close::GOING_AWAY);
-            self.detach(inner, sid, &conn, false);
+            self.detach(fx, sid, &conn, false);
         }
     }
 
@@ -1183,7 +1219,7 @@ impl Hub {
     }
 
     /// Fails a user whose state cannot be loaded: its sessions close with 4000.
-    fn fail_user(&mut self, inner: &Arc<Inner>, user: UserId) {
+    fn fail_user(&mut self, fx: &mut Effects, user: UserId) {
         let Some(local) = self.users.get_mut(&user) else {
             return;
         };
@@ -1194,7 +1230,115 @@ impl Hub {
             if let Some(conn) = self.sessions.get(&sid).and_then(|s| s.conn.clone()) {
                 conn.close(Close::UNKNOWN);
             }
-            self.destroy_session(inner, sid, true);
+            self.destroy_session(fx, sid, true);
+        }
+    }
+}
+
+/// A local user's state as read from the database: spaces, and relationship rows by id.
+pub(super) type UserState = (Vec<SpaceId>, Vec<(Uuid, Relation)>);
+
+impl Hub {
+    // ----- loads --------------------------------------------------------------------------
+
+    /// A user's state was read (`None`: it could not be). Returns whether the load is still
+    /// current and the runtime should wait for the new subscriptions, then call
+    /// [`Hub::user_subscribed`].
+    pub fn user_loaded(&mut self, fx: &mut Effects, user: UserId, generation: u64, loaded: Option<UserState>) -> bool {
+        let current: Vec<SpaceId> = match self.users.get(&user) {
+            Some(l) if l.generation == generation => l.spaces.iter().copied().collect(),
+            _ => return false,
+        };
+        let Some((spaces, relations)) = loaded else {
+            self.fail_user(fx, user);
+            return false;
+        };
+        // Reconcile spaces and relations with the snapshot.
+        let wanted: HashSet<SpaceId> = spaces.into_iter().collect();
+        for s in current.iter().filter(|s| !wanted.contains(s)) {
+            self.leave_space(fx, user, *s);
+        }
+        for s in wanted {
+            self.join_space(fx, user, s);
+        }
+        let rows: HashMap<Uuid, Relation> = relations.into_iter().collect();
+        let old: Vec<Uuid> = self
+            .users
+            .get(&user)
+            .map(|l| l.relations.keys().copied().collect())
+            .unwrap_or_default();
+        for row in old.iter().filter(|r| !rows.contains_key(r)) {
+            self.set_relation(fx, user, *row, None);
+        }
+        for (row, r) in rows {
+            self.set_relation(fx, user, row, Some(r));
+        }
+        // Messages of the user's topic that arrived meanwhile, in order.
+        let pending = self
+            .users
+            .get_mut(&user)
+            .and_then(|l| l.pending.take())
+            .unwrap_or_default();
+        for payload in pending {
+            self.user_event(fx, user, &payload);
+        }
+        true
+    }
+
+    /// The space subscriptions of a loaded user are in effect: its sessions may get `ready`
+    /// once its views are loaded too.
+    pub fn user_subscribed(&mut self, user: UserId, generation: u64) {
+        if let Some(local) = self.users.get_mut(&user)
+            && local.generation == generation
+        {
+            local.loaded = true;
+            self.check_ready(user);
+        }
+    }
+
+    /// A space view was read: `Some(None)` when the space no longer exists, `None` when it could
+    /// not be read.
+    pub fn view_loaded(
+        &mut self,
+        fx: &mut Effects,
+        space: SpaceId,
+        generation: u64,
+        loaded: Option<Option<SpaceView>>,
+    ) {
+        let Some(entry) = self.spaces.get(&space) else {
+            return;
+        };
+        if entry.generation != generation {
+            return;
+        }
+        let audience: Vec<UserId> = entry.audience.iter().copied().collect();
+        match loaded {
+            Some(Some(view)) => {
+                self.set_view(fx, space, view);
+                let pending = self
+                    .spaces
+                    .get_mut(&space)
+                    .and_then(|e| e.pending.take())
+                    .unwrap_or_default();
+                for payload in pending {
+                    self.space_event(fx, space, &payload);
+                }
+                for user in audience {
+                    self.check_ready(user);
+                }
+            }
+            Some(None) => {
+                // Deleted before it could be loaded: nobody is a member any more.
+                for user in audience {
+                    self.leave_space(fx, user, space);
+                    self.check_ready(user);
+                }
+            }
+            None => {
+                for user in audience {
+                    self.fail_user(fx, user);
+                }
+            }
         }
     }
 }
@@ -1224,158 +1368,545 @@ fn push_replay(conn: &Conn, entries: &[Replay]) -> u64 {
     n
 }
 
-pub(super) type Subscribed = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+#[cfg(test)]
+mod tests {
+    //! The hub's transitions, without sockets, Redis or a database: events go in through
+    //! `handle`, loads complete through `user_loaded`/`view_loaded`, and what comes out is the
+    //! effects and the frames queued on each session's connection.
 
-/// Retries a load a few times (the database may blip); `Err` after the last attempt.
-async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, crate::error::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, crate::error::Error>>,
-{
-    let mut delay = Duration::from_millis(50);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt >= 4 => return Err(e),
-            Err(_) => {
-                tokio::time::sleep(delay).await;
-                delay *= 4;
-            }
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::functions::bus::encode;
+    use crate::functions::ids::{RoleId, SessionId};
+    use crate::gateway::session::Close;
+
+    struct World {
+        hub: Hub,
+        space: SpaceId,
+        everyone: RoleId,
+        general: ChannelId,
+        secret: ChannelId,
+        owner: UserId,
+    }
+
+    /// A user with one attached session on this instance.
+    struct Local {
+        id: UserId,
+        sid: Uuid,
+        auth: SessionId,
+        conn: Arc<Conn>,
+    }
+
+    fn publish(hub: &mut Hub, topic: Topic, op: Op, data: Value) -> Effects {
+        let mut fx = Effects::new();
+        hub.handle(&mut fx, &topic, encode(op.name(), &data).unwrap());
+        fx
+    }
+
+    /// The ops (and data) queued on a connection since the last call.
+    fn frames(conn: &Conn) -> Vec<(String, Value)> {
+        let (items, _) = conn.take();
+        items
+            .iter()
+            .map(|i| {
+                let v: Value = serde_json::from_str(i.text().as_str()).unwrap();
+                (v["op"].as_str().unwrap().to_string(), v["data"].clone())
+            })
+            .collect()
+    }
+
+    fn ops(conn: &Conn) -> Vec<String> {
+        frames(conn).into_iter().map(|(op, _)| op).collect()
+    }
+
+    fn raw(v: Value) -> Box<RawValue> {
+        RawValue::from_string(v.to_string()).unwrap()
+    }
+
+    fn world() -> World {
+        World {
+            hub: Hub::new(Uuid::now_v7(), 1000),
+            space: SpaceId::new(),
+            everyone: RoleId::new(),
+            general: ChannelId::new(),
+            secret: ChannelId::new(),
+            owner: UserId::new(),
         }
     }
-}
 
-/// Loads a local user's spaces and relations once its topic subscriptions are in effect.
-async fn load_user(inner: Arc<Inner>, user: UserId, generation: u64, subscribed: Option<Subscribed>) {
-    if let Some(s) = subscribed {
-        s.await;
-    }
-    let db = inner.db.clone();
-    let loaded = with_retries(|| {
-        let db = db.clone();
-        async move {
-            let spaces = crate::entities::members::of_user(&db, user).await?;
-            let relations = crate::entities::relations::list(&db, user).await?;
-            Ok((spaces, relations))
-        }
-    })
-    .await;
-    {
-        let mut hub = inner.lock();
-        let current: Vec<SpaceId> = match hub.users.get(&user) {
-            Some(l) if l.generation == generation => l.spaces.iter().copied().collect(),
-            _ => return,
-        };
-        let (spaces, relations) = match loaded {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(error = %e, %user, "gateway: cannot load a user's state");
-                hub.fail_user(&inner, user);
-                return;
+    impl World {
+        /// The space as the database would give it: the owner and `members`, two channels.
+        fn view(&self, members: &[UserId]) -> SpaceView {
+            let mut v = SpaceView::for_tests(self.owner, self.everyone);
+            for m in std::iter::once(&self.owner).chain(members) {
+                v.apply(Op::MemberCreated, &raw(json!({"userId": m, "roleIds": []})));
             }
-        };
-        // Reconcile spaces and relations with the snapshot.
-        let wanted: HashSet<SpaceId> = spaces.into_iter().collect();
-        for s in current.iter().filter(|s| !wanted.contains(s)) {
-            hub.leave_space(&inner, user, *s);
+            for c in [self.general, self.secret] {
+                v.apply(Op::ChannelCreated, &raw(json!({"id": c})));
+            }
+            v
         }
-        for s in wanted {
-            hub.join_space(&inner, user, s);
+
+        /// Connects `id` and completes its loads with `spaces`; a space view it requests is
+        /// loaded with `members` (and `id`).
+        fn connect(&mut self, id: UserId, spaces: &[SpaceId], members: &[UserId]) -> Local {
+            let (sid, auth, conn) = (Uuid::now_v7(), SessionId::new(), Conn::new());
+            let mut fx = Effects::new();
+            let added = self
+                .hub
+                .add_session(&mut fx, Session::new(sid, id, Some(auth), Some(conn.clone())));
+            let generation = load_user_requested(&fx, id).expect("a user load");
+            assert!(
+                fx.iter()
+                    .any(|e| matches!(e, Effect::Subscribe(t) if *t == Topic::session(auth)))
+            );
+            assert!(
+                fx.iter()
+                    .any(|e| matches!(e, Effect::Presence(PresenceCmd::Attached(u)) if *u == id))
+            );
+            let mut fx = Effects::new();
+            assert!(
+                self.hub
+                    .user_loaded(&mut fx, id, generation, Some((spaces.to_vec(), Vec::new())))
+            );
+            self.hub.user_subscribed(id, generation);
+            for e in fx {
+                if let Effect::LoadView {
+                    space,
+                    generation,
+                    subscribe,
+                } = e
+                {
+                    assert!(subscribe);
+                    let mut everyone: Vec<UserId> = members.to_vec();
+                    everyone.push(id);
+                    let view = self.view(&everyone);
+                    self.hub
+                        .view_loaded(&mut Effects::new(), space, generation, Some(Some(view)));
+                }
+            }
+            let mut ready = added.ready.expect("a new user waits for its state");
+            assert_eq!(
+                ready.try_recv(),
+                Ok(true),
+                "ready once the user and its views are loaded"
+            );
+            Local { id, sid, auth, conn }
         }
-        let rows: HashMap<Uuid, Relation> = relations
-            .into_iter()
-            .map(|r| {
-                (
-                    r.id,
-                    Relation {
-                        other: r.relation_id,
-                        state: r.state,
-                        channel: r.channel_id,
-                    },
-                )
+
+        fn message(&mut self, channel: ChannelId) -> Effects {
+            let data = json!({"id": Uuid::now_v7(), "channelId": channel, "content": "hi"});
+            publish(&mut self.hub, Topic::space(self.space.0), Op::MessageCreated, data)
+        }
+    }
+
+    fn load_user_requested(fx: &Effects, user: UserId) -> Option<u64> {
+        fx.iter().find_map(|e| match e {
+            Effect::LoadUser {
+                user: u,
+                generation,
+                subscribe: true,
+            } if *u == user => Some(*generation),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_new_session_subscribes_and_loads_its_user_then_its_spaces() {
+        let mut w = world();
+        let (id, sid, auth, conn) = (UserId::new(), Uuid::now_v7(), SessionId::new(), Conn::new());
+        let mut fx = Effects::new();
+        let added = w
+            .hub
+            .add_session(&mut fx, Session::new(sid, id, Some(auth), Some(conn)));
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Subscribe(t) if *t == Topic::profile(id)))
+        );
+        assert!(fx.iter().any(|e| matches!(e, Effect::Registry(RegistryCmd::Attached(s, u, Some(a))) if *s == sid && *u == id && *a == auth)));
+        let generation = load_user_requested(&fx, id).unwrap();
+        let mut fx = Effects::new();
+        assert!(
+            w.hub
+                .user_loaded(&mut fx, id, generation, Some((vec![w.space], Vec::new())))
+        );
+        // The space's view is loaded after its topic is subscribed.
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::LoadView { space, subscribe: true, .. } if *space == w.space))
+        );
+        w.hub.user_subscribed(id, generation);
+        let mut ready = added.ready.unwrap();
+        assert!(ready.try_recv().is_err(), "not ready before the view is loaded");
+        // A stale load (an older generation) changes nothing.
+        assert!(!w.hub.user_loaded(
+            &mut Effects::new(),
+            id,
+            generation + 100,
+            Some((Vec::new(), Vec::new()))
+        ));
+        // A load that failed closes the user's sessions with 4000.
+        let other = Conn::new();
+        let (u2, s2) = (UserId::new(), Uuid::now_v7());
+        let mut fx = Effects::new();
+        w.hub
+            .add_session(&mut fx, Session::new(s2, u2, None, Some(other.clone())));
+        let g2 = load_user_requested(&fx, u2).unwrap();
+        assert!(!w.hub.user_loaded(&mut Effects::new(), u2, g2, None));
+        assert_eq!(other.closing().map(|c| c.code), Some(Close::UNKNOWN.code));
+        assert_eq!(w.hub.is_attached(s2), None);
+    }
+
+    #[test]
+    fn members_receive_space_events_and_outsiders_do_not() {
+        let mut w = world();
+        let space = w.space;
+        let bob = w.connect(UserId::new(), &[], &[]);
+        let alice = w.connect(UserId::new(), &[space], &[bob.id]);
+        w.message(w.general);
+        assert_eq!(ops(&alice.conn), ["messages.onCreate"]);
+        assert!(ops(&bob.conn).is_empty(), "bob has no session in the space's audience");
+        // A member event reaches members.
+        publish(
+            &mut w.hub,
+            Topic::space(space.0),
+            Op::RoleCreated,
+            json!({"id": RoleId::new(), "permissions": "0"}),
+        );
+        assert_eq!(ops(&alice.conn), ["roles.onCreate"]);
+    }
+
+    #[test]
+    fn a_kicked_or_banned_member_receives_nothing_more_and_the_space_is_dropped() {
+        let mut w = world();
+        let space = w.space;
+        let bob_id = UserId::new();
+        let alice = w.connect(UserId::new(), &[space], &[bob_id]);
+        let bob = w.connect(bob_id, &[space], &[]);
+        // Removal (kick and ban publish the same events): members.onDelete to the space, which
+        // the remaining members receive...
+        publish(
+            &mut w.hub,
+            Topic::space(space.0),
+            Op::MemberDeleted,
+            json!({"userId": alice.id}),
+        );
+        assert_eq!(ops(&bob.conn), ["members.onDelete"]);
+        assert!(ops(&alice.conn).is_empty(), "no longer a member when it is delivered");
+        w.message(w.general);
+        assert_eq!(ops(&bob.conn), ["messages.onCreate"]);
+        assert!(ops(&alice.conn).is_empty(), "no message after the removal");
+        // ... then spaces.onDelete to the member, who leaves the audience.
+        let fx = publish(
+            &mut w.hub,
+            Topic::user(alice.id),
+            Op::SpaceDeleted,
+            json!({"id": space}),
+        );
+        assert_eq!(ops(&alice.conn), ["spaces.onDelete"]);
+        assert!(fx.is_empty(), "bob still needs the space");
+        // The last local member leaving drops the view and its subscription.
+        publish(
+            &mut w.hub,
+            Topic::space(space.0),
+            Op::MemberDeleted,
+            json!({"userId": bob.id}),
+        );
+        let fx = publish(&mut w.hub, Topic::user(bob.id), Op::SpaceDeleted, json!({"id": space}));
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Unsubscribe(t) if *t == Topic::space(space.0)))
+        );
+        // Joining again: spaces.onCreate subscribes and loads the view anew.
+        let fx = publish(
+            &mut w.hub,
+            Topic::user(alice.id),
+            Op::SpaceCreated,
+            json!({"id": space}),
+        );
+        assert_eq!(ops(&alice.conn), ["spaces.onCreate"]);
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::LoadView { space: s, subscribe: true, .. } if *s == space))
+        );
+    }
+
+    #[test]
+    fn overrides_and_roles_hide_and_reveal_a_channel() {
+        let mut w = world();
+        let space = w.space;
+        let alice = w.connect(UserId::new(), &[space], &[]);
+        let (everyone, secret) = (w.everyone, w.secret);
+        // @everyone denied VIEW_CHANNEL on the secret channel.
+        let deny = Permissions::VIEW_CHANNEL.to_decimal();
+        let hide = json!({"channelId": secret, "targetType": "ROLE", "targetId": everyone, "allow": "0", "deny": deny});
+        publish(&mut w.hub, Topic::space(space.0), Op::OverrideSet, hide);
+        assert!(ops(&alice.conn).is_empty(), "internal events never reach a client");
+        w.message(secret);
+        assert!(ops(&alice.conn).is_empty(), "hidden by the override");
+        w.message(w.general);
+        assert_eq!(ops(&alice.conn), ["messages.onCreate"]);
+        // A role that allows VIEW_CHANNEL there reveals it once alice holds it.
+        let mods = RoleId::new();
+        publish(
+            &mut w.hub,
+            Topic::space(space.0),
+            Op::RoleCreated,
+            json!({"id": mods, "permissions": "0", "position": 1}),
+        );
+        let allow = json!({"channelId": secret, "targetType": "ROLE", "targetId": mods, "allow": deny, "deny": "0"});
+        publish(&mut w.hub, Topic::space(space.0), Op::OverrideSet, allow);
+        publish(
+            &mut w.hub,
+            Topic::space(space.0),
+            Op::MemberUpdated,
+            json!({"userId": alice.id, "roleIds": [mods]}),
+        );
+        frames(&alice.conn);
+        w.message(secret);
+        assert_eq!(ops(&alice.conn), ["messages.onCreate"], "revealed by the role");
+        // Deleting the role hides it again; deleting the @everyone override reveals it.
+        publish(&mut w.hub, Topic::space(space.0), Op::RoleDeleted, json!({"id": mods}));
+        frames(&alice.conn);
+        w.message(secret);
+        assert!(ops(&alice.conn).is_empty(), "hidden again without the role");
+        publish(
+            &mut w.hub,
+            Topic::space(space.0),
+            Op::OverrideDeleted,
+            json!({"channelId": secret, "targetId": everyone}),
+        );
+        w.message(secret);
+        assert_eq!(ops(&alice.conn), ["messages.onCreate"]);
+        // A deleted channel's event reaches those who could see it, before the view forgets it.
+        publish(
+            &mut w.hub,
+            Topic::space(space.0),
+            Op::ChannelDeleted,
+            json!({"id": secret}),
+        );
+        assert_eq!(ops(&alice.conn), ["channels.onDelete"]);
+        w.message(secret);
+        assert!(ops(&alice.conn).is_empty(), "the channel is gone");
+    }
+
+    #[test]
+    fn a_space_update_shows_each_member_only_the_channels_they_may_view() {
+        let mut w = world();
+        let space = w.space;
+        let alice = w.connect(UserId::new(), &[space], &[]);
+        let deny = Permissions::VIEW_CHANNEL.to_decimal();
+        let hide =
+            json!({"channelId": w.secret, "targetType": "MEMBER", "targetId": alice.id, "allow": "0", "deny": deny});
+        publish(&mut w.hub, Topic::space(space.0), Op::OverrideSet, hide);
+        let ext = json!({"id": space, "channels": [{"id": w.general}, {"id": w.secret}]});
+        publish(&mut w.hub, Topic::space(space.0), Op::SpaceUpdated, ext);
+        let got = frames(&alice.conn);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1["channels"], json!([{"id": w.general}]));
+    }
+
+    #[test]
+    fn dm_events_and_typing_follow_the_relationship() {
+        let mut w = world();
+        let alice = w.connect(UserId::new(), &[], &[]);
+        let carol = w.connect(UserId::new(), &[], &[]);
+        let (bob, dm, row) = (UserId::new(), ChannelId::new(), Uuid::now_v7());
+        assert!(w.hub.typing_target(alice.id, dm).is_none(), "no relationship yet");
+        let friend = json!({"id": row, "relationId": bob, "state": "FRIEND", "channelId": dm});
+        let fx = publish(&mut w.hub, Topic::user(alice.id), Op::RelationUpdated, friend);
+        assert_eq!(ops(&alice.conn), ["relations.onUpdate"]);
+        // Bob's profile is now in alice's audience.
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Subscribe(t) if *t == Topic::profile(bob)))
+        );
+        assert!(matches!(w.hub.typing_target(alice.id, dm), Some(TypingTarget::Dm(u)) if u == bob));
+        // A DM message goes to the participants' user topics: alice gets hers, carol nothing.
+        let message = json!({"id": Uuid::now_v7(), "channelId": dm, "content": "hi"});
+        publish(&mut w.hub, Topic::user(alice.id), Op::MessageCreated, message);
+        assert_eq!(ops(&alice.conn), ["messages.onCreate"]);
+        assert!(ops(&carol.conn).is_empty());
+        // Bob's profile updates reach alice; his presence too.
+        publish(&mut w.hub, Topic::profile(bob), Op::UserUpdated, json!({"id": bob}));
+        publish(
+            &mut w.hub,
+            Topic::profile(bob),
+            Op::PresenceUpdated,
+            json!({"userId": bob, "status": "ONLINE"}),
+        );
+        assert_eq!(ops(&alice.conn), ["users.onUpdate", "presence.onUpdate"]);
+        assert!(ops(&carol.conn).is_empty());
+        // Unfriended: the row goes, and with it typing and the profile subscription.
+        let fx = publish(
+            &mut w.hub,
+            Topic::user(alice.id),
+            Op::RelationDeleted,
+            json!({"id": row}),
+        );
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Unsubscribe(t) if *t == Topic::profile(bob)))
+        );
+        assert!(w.hub.typing_target(alice.id, dm).is_none());
+    }
+
+    #[test]
+    fn a_revoked_session_is_closed_with_4006_and_forgotten() {
+        let mut w = world();
+        let alice = w.connect(UserId::new(), &[], &[]);
+        let fx = publish(
+            &mut w.hub,
+            Topic::session(alice.auth),
+            Op::SessionRevoked,
+            json!({"userId": alice.id}),
+        );
+        assert_eq!(alice.conn.closing().map(|c| c.code), Some(Close::INVALIDATED.code));
+        assert_eq!(w.hub.is_attached(alice.sid), None);
+        assert_eq!(w.hub.session_count(), 0);
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Registry(RegistryCmd::Remove(s)) if *s == alice.sid))
+        );
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Presence(PresenceCmd::Detached(u)) if *u == alice.id))
+        );
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Unsubscribe(t) if *t == Topic::session(alice.auth)))
+        );
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Unsubscribe(t) if *t == Topic::user(alice.id)))
+        );
+    }
+
+    #[test]
+    fn a_detached_session_keeps_its_events_for_a_resume_until_the_window_passes() {
+        let mut w = world();
+        let space = w.space;
+        let alice = w.connect(UserId::new(), &[space], &[]);
+        for _ in 0..3 {
+            w.message(w.general);
+        }
+        let got = alice.conn.take().0;
+        let seqs: Vec<u64> = got
+            .iter()
+            .map(|i| {
+                serde_json::from_str::<Value>(i.text().as_str()).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
             })
             .collect();
-        let old: Vec<Uuid> = hub
-            .users
-            .get(&user)
-            .map(|l| l.relations.keys().copied().collect())
-            .unwrap_or_default();
-        for row in old.iter().filter(|r| !rows.contains_key(r)) {
-            hub.set_relation(&inner, user, *row, None);
-        }
-        for (row, r) in rows {
-            hub.set_relation(&inner, user, row, Some(r));
-        }
-        // Messages of the user's topic that arrived meanwhile, in order.
-        let pending = hub
-            .users
-            .get_mut(&user)
-            .and_then(|l| l.pending.take())
-            .unwrap_or_default();
-        for payload in pending {
-            hub.user_event(&inner, user, &payload);
-        }
+        assert_eq!(seqs, [1, 2, 3]);
+        // The socket goes away without a normal close: detached, resumable.
+        let mut fx = Effects::new();
+        w.hub.detach(&mut fx, alice.sid, &alice.conn, false);
+        assert_eq!(w.hub.is_attached(alice.sid), Some(false));
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Presence(PresenceCmd::Detached(u)) if *u == alice.id))
+        );
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Registry(RegistryCmd::Detached(s, ..)) if *s == alice.sid))
+        );
+        w.message(w.general);
+        // Resume after seq 2 onto a new connection: 3 and 4 are replayed, then `resumed`.
+        assert!(matches!(
+            w.hub.find_for_resume(alice.sid, alice.id),
+            LocalResume::Found { .. }
+        ));
+        assert!(matches!(
+            w.hub.find_for_resume(alice.sid, UserId::new()),
+            LocalResume::Failed(InvalidReason::UserMismatch)
+        ));
+        let again = Conn::new();
+        let mut fx = Effects::new();
+        let replayed = w.hub.resume_local(&mut fx, alice.sid, alice.id, 2, &again).unwrap();
+        assert_eq!(replayed, 2);
+        assert_eq!(ops(&again), ["messages.onCreate", "messages.onCreate", "resumed"]);
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Presence(PresenceCmd::Attached(u)) if *u == alice.id))
+        );
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Registry(RegistryCmd::Attached(s, ..)) if *s == alice.sid))
+        );
+        // A resume from a seq no longer held fails.
+        assert!(matches!(
+            w.hub
+                .resume_local(&mut Effects::new(), alice.sid, alice.id, 99, &Conn::new()),
+            Err(InvalidReason::SeqOutOfRange)
+        ));
+        // Detached past the resume window: housekeeping forgets the session.
+        w.hub.detach(&mut Effects::new(), alice.sid, &again, false);
+        let mut fx = Effects::new();
+        w.hub.housekeeping(&mut fx, Duration::ZERO);
+        assert_eq!(w.hub.is_attached(alice.sid), None);
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Registry(RegistryCmd::Remove(s)) if *s == alice.sid))
+        );
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Unsubscribe(t) if *t == Topic::space(space.0)))
+        );
     }
-    // The space subscriptions registered above are in effect after this barrier.
-    inner.bus.barrier().await;
-    let mut hub = inner.lock();
-    if let Some(local) = hub.users.get_mut(&user)
-        && local.generation == generation
-    {
-        local.loaded = true;
-        hub.check_ready(user);
-    }
-}
 
-/// Loads a space view once the space topic's subscription is in effect, then applies what
-/// arrived meanwhile.
-async fn load_view(inner: Arc<Inner>, space: SpaceId, generation: u64, subscribed: Option<Subscribed>) {
-    if let Some(s) = subscribed {
-        s.await;
+    #[test]
+    fn a_session_that_closes_normally_ends() {
+        let mut w = world();
+        let alice = w.connect(UserId::new(), &[], &[]);
+        let mut fx = Effects::new();
+        w.hub.detach(&mut fx, alice.sid, &alice.conn, true);
+        assert_eq!(w.hub.is_attached(alice.sid), None);
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Registry(RegistryCmd::Remove(s)) if *s == alice.sid))
+        );
     }
-    let db = inner.db.clone();
-    let loaded = with_retries(|| {
-        let db = db.clone();
-        async move { SpaceView::load(&db, space).await }
-    })
-    .await;
-    let mut hub = inner.lock();
-    let Some(entry) = hub.spaces.get(&space) else {
-        return;
-    };
-    if entry.generation != generation {
-        return;
-    }
-    let audience: Vec<UserId> = entry.audience.iter().copied().collect();
-    match loaded {
-        Ok(Some(view)) => {
-            hub.set_view(&inner, space, view);
-            let pending = hub
-                .spaces
-                .get_mut(&space)
-                .and_then(|e| e.pending.take())
-                .unwrap_or_default();
-            for payload in pending {
-                hub.space_event(&inner, space, &payload);
-            }
-            for user in audience {
-                hub.check_ready(user);
-            }
-        }
-        Ok(None) => {
-            // Deleted before it could be loaded: nobody is a member any more.
-            for user in audience {
-                hub.leave_space(&inner, user, space);
-                hub.check_ready(user);
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, %space, "gateway: cannot load a space view");
-            for user in audience {
-                hub.fail_user(&inner, user);
-            }
-        }
+
+    #[test]
+    fn a_takeover_request_hands_the_session_over_and_replies() {
+        let mut w = world();
+        let space = w.space;
+        let alice = w.connect(UserId::new(), &[space], &[]);
+        w.message(w.general);
+        w.message(w.general);
+        let from = Uuid::now_v7();
+        let request = TakeoverRequest {
+            request_id: Uuid::now_v7(),
+            session_id: alice.sid,
+            seq: 1,
+            from,
+        };
+        let instance = w.hub.instance;
+        let payload = encode(super::super::TAKEOVER_REQUEST, &request).unwrap();
+        let mut fx = Effects::new();
+        w.hub.handle(&mut fx, &Topic::instance(instance), payload);
+        assert_eq!(alice.conn.closing().map(|c| c.code), Some(Close::REPLACED.code));
+        let reply = fx.iter().find_map(|e| match e {
+            Effect::Reply(to, reply) if *to == from => Some(reply),
+            _ => None,
+        });
+        let reply = reply.expect("a reply to the requesting instance");
+        assert!(reply.ok);
+        assert_eq!(reply.last_seq, 2);
+        assert_eq!(reply.frames.len(), 1, "the events after seq 1");
+        assert!(
+            fx.iter().any(
+                |e| matches!(e, Effect::Registry(RegistryCmd::Moved(s, _, _, to)) if *s == alice.sid && *to == from)
+            )
+        );
+        assert_eq!(w.hub.is_attached(alice.sid), None, "the session left this instance");
+        // A request on another instance's topic is not ours.
+        let mut fx = Effects::new();
+        let other = encode(super::super::TAKEOVER_REQUEST, &request).unwrap();
+        w.hub.handle(&mut fx, &Topic::instance(Uuid::now_v7()), other);
+        assert!(fx.is_empty());
     }
 }

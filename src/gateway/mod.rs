@@ -14,6 +14,7 @@ pub mod connection;
 pub mod hub;
 pub mod openapi;
 pub mod protocol;
+mod runtime;
 pub mod session;
 pub mod shared;
 pub mod view;
@@ -27,7 +28,7 @@ use axum::extract::ws::{Utf8Bytes, WebSocket};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
-use self::hub::{Hub, LocalResume, TakeoverReply, TakeoverRequest, TypingTarget};
+use self::hub::{Added, Hub, LocalResume, TakeoverReply, TakeoverRequest, TypingTarget};
 use self::protocol::{InvalidReason, Presence, PresenceStatus, ReadyPayload, TypingUpdate};
 use self::session::{Close, Conn, Item, Session};
 use self::shared::{Entry, Shared};
@@ -77,6 +78,7 @@ impl Inner {
 }
 
 /// Presence changes of local users (processed in order by one task).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PresenceCmd {
     /// The user's first attached session on this instance.
     Attached(UserId),
@@ -87,6 +89,7 @@ pub(crate) enum PresenceCmd {
 }
 
 /// Session registry writes (processed in order by one task).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RegistryCmd {
     Attached(Uuid, UserId, Option<SessionId>),
     Detached(Uuid, UserId, Option<SessionId>),
@@ -95,6 +98,11 @@ pub(crate) enum RegistryCmd {
     Remove(Uuid),
     Refresh(Vec<Uuid>),
 }
+
+/// The ops of the take-over protocol on `instance:` topics (spec §8.5): between instances only,
+/// never delivered to a client.
+pub(crate) const TAKEOVER_REQUEST: &str = "takeover.request";
+pub(crate) const TAKEOVER_REPLY: &str = "takeover.reply";
 
 /// A resumed session: how many frames were replayed.
 pub struct Resumed {
@@ -115,6 +123,7 @@ impl Gateway {
         let (registry_tx, registry_rx) = mpsc::unbounded_channel();
         let inbound = bus.inbound();
         let instance = Uuid::now_v7();
+        let config_presence_limit = config.presence_space_limit;
         let inner = Arc::new(Inner {
             instance,
             shared: Shared::new(redis, config.redis_prefix.clone()),
@@ -122,7 +131,7 @@ impl Gateway {
             db,
             jwt,
             bus,
-            hub: Mutex::new(Hub::default()),
+            hub: Mutex::new(Hub::new(instance, config_presence_limit)),
             presence: presence_tx,
             registry: registry_tx,
             takeovers: Mutex::new(HashMap::new()),
@@ -192,34 +201,35 @@ impl Gateway {
             },
         );
         conn.push(Item::Control(Utf8Bytes::from(ready)));
-        let added = {
-            let mut hub = inner.lock();
-            hub.add_session(
-                inner,
-                Session::new(sid, auth.user_id, auth.session_id, Some(conn.clone())),
-            )
-        };
-        let loaded = tokio::time::timeout(LOAD_TIMEOUT, async {
-            added.subscribed.await;
-            match added.ready {
-                None => true,
-                Some(rx) => rx.await.unwrap_or(false),
-            }
-        })
-        .await
-        .unwrap_or(false);
-        if !loaded {
-            self.inner.lock().destroy_session(inner, sid, true);
+        let added = inner.with_hub(|hub, fx| {
+            hub.add_session(fx, Session::new(sid, auth.user_id, auth.session_id, Some(conn.clone())))
+        });
+        if !self.loaded(added).await {
+            inner.with_hub(|hub, fx| hub.destroy_session(fx, sid, true));
             return Err(Close::UNKNOWN);
         }
         // A revocation published before the session topic was subscribed was missed: check.
         if let Some(auth_session) = auth.session_id
             && !self.auth_session_live(auth.user_id, auth_session).await
         {
-            self.inner.lock().destroy_session(inner, sid, true);
+            inner.with_hub(|hub, fx| hub.destroy_session(fx, sid, true));
             return Err(Close::AUTH_FAILED);
         }
         Ok(sid)
+    }
+
+    /// Waits (at most `LOAD_TIMEOUT`) until a new session's subscriptions are in effect and its
+    /// user's state is loaded; `false` if it could not be.
+    async fn loaded(&self, added: Added) -> bool {
+        tokio::time::timeout(LOAD_TIMEOUT, async {
+            self.inner.bus.barrier().await;
+            match added.ready {
+                None => true,
+                Some(rx) => rx.await.unwrap_or(false),
+            }
+        })
+        .await
+        .unwrap_or(false)
     }
 
     async fn auth_session_live(&self, user: UserId, auth: SessionId) -> bool {
@@ -248,7 +258,7 @@ impl Gateway {
                 {
                     return Err(InvalidReason::Expired);
                 }
-                let replayed = inner.lock().resume_local(inner, sid, auth.user_id, seq, conn)?;
+                let replayed = inner.with_hub(|hub, fx| hub.resume_local(fx, sid, auth.user_id, seq, conn))?;
                 Ok(Resumed { replayed })
             }
             LocalResume::NotHere => self.take_over(auth, sid, seq, conn).await,
@@ -274,29 +284,20 @@ impl Gateway {
             return Err(InvalidReason::Expired);
         }
         // 2. Subscribe to the session's topics and buffer live events (keyed by event id).
-        let added = {
-            let mut hub = inner.lock();
+        let added = inner.with_hub(|hub, fx| {
             if !matches!(hub.find_for_resume(sid, auth.user_id), LocalResume::NotHere) {
-                return Err(InvalidReason::Unknown);
+                return None;
             }
             let mut placeholder = Session::new(sid, entry.user, entry.auth, None);
             placeholder.pending = Some(session::Pending::default());
-            hub.add_session(inner, placeholder)
-        };
+            Some(hub.add_session(fx, placeholder))
+        });
+        let added = added.ok_or(InvalidReason::Unknown)?;
         let fail = |reason| {
-            inner.lock().destroy_session(inner, sid, false);
+            inner.with_hub(|hub, fx| hub.destroy_session(fx, sid, false));
             Err(reason)
         };
-        let loaded = tokio::time::timeout(LOAD_TIMEOUT, async {
-            added.subscribed.await;
-            match added.ready {
-                None => true,
-                Some(rx) => rx.await.unwrap_or(false),
-            }
-        })
-        .await
-        .unwrap_or(false);
-        if !loaded {
+        if !self.loaded(added).await {
             return fail(InvalidReason::Unknown);
         }
         // 3. Ask the owner; 6. give up after 2 s.
@@ -315,7 +316,7 @@ impl Gateway {
         };
         inner
             .bus
-            .publish(&Topic::instance(entry.instance), "takeover.request", &request)
+            .publish(&Topic::instance(entry.instance), TAKEOVER_REQUEST, &request)
             .await;
         let reply = tokio::time::timeout(TAKEOVER_TIMEOUT, rx).await;
         inner
@@ -329,7 +330,7 @@ impl Gateway {
             _ => return fail(InvalidReason::Unknown),
         };
         // 5. Replay, `resumed`, then the buffered live events not in the replay.
-        let done = inner.lock().complete_takeover(inner, sid, reply, conn);
+        let done = inner.with_hub(|hub, fx| hub.complete_takeover(fx, sid, reply, conn));
         match done {
             Ok(replayed) => Ok(Resumed { replayed }),
             Err(reason) => fail(reason),
@@ -339,7 +340,7 @@ impl Gateway {
     /// The socket of a session went away (`end`: the session ends with it).
     pub fn detach(&self, sid: Uuid, conn: &Arc<Conn>, end: bool) {
         let inner = &self.inner;
-        inner.lock().detach(inner, sid, conn, end);
+        inner.with_hub(|hub, fx| hub.detach(fx, sid, conn, end));
     }
 
     /// `typing.start` (spec §7.4): checked against local state, throttled across instances.
@@ -390,7 +391,7 @@ impl Gateway {
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         inner.draining.store(true, Ordering::SeqCst);
-        inner.lock().close_all(inner);
+        inner.with_hub(|hub, fx| hub.close_all(fx));
         let drain = inner.config.shutdown_drain.min(inner.config.ws_resume_window);
         let deadline = tokio::time::Instant::now() + drain;
         // Give the sockets their close frames.
@@ -417,11 +418,11 @@ async fn dispatcher(inner: std::sync::Weak<Inner>, mut inbound: broadcast::Recei
         let msg = inbound.recv().await;
         let Some(inner) = inner.upgrade() else { return };
         match msg {
-            Ok(Inbound::Message(m)) => inner.lock().handle(&inner, &m.topic, m.payload),
-            Ok(Inbound::Resync) => inner.lock().resync(&inner),
+            Ok(Inbound::Message(m)) => inner.with_hub(|hub, fx| hub.handle(fx, &m.topic, m.payload)),
+            Ok(Inbound::Resync) => inner.with_hub(|hub, fx| hub.resync(fx)),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(missed = n, "gateway fell behind the bus; sessions resync");
-                inner.lock().resync(&inner);
+                inner.with_hub(|hub, fx| hub.resync(fx));
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
@@ -435,7 +436,7 @@ async fn housekeeping(inner: std::sync::Weak<Inner>) {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         let window = inner.config.ws_resume_window;
-        inner.lock().housekeeping(&inner, window);
+        inner.with_hub(|hub, fx| hub.housekeeping(fx, window));
     }
 }
 

@@ -103,6 +103,18 @@ fn bits(s: Option<&str>) -> Permissions {
 }
 
 impl SpaceView {
+    /// A view with only its owner and `@everyone` (default permissions); tests add the rest
+    /// through events.
+    #[cfg(test)]
+    pub fn for_tests(owner: UserId, everyone: RoleId) -> SpaceView {
+        SpaceView {
+            owner: Some(owner),
+            everyone: Some(everyone),
+            everyone_perms: Permissions::DEFAULT_EVERYONE,
+            ..SpaceView::default()
+        }
+    }
+
     /// Reads the space's current state (four queries; only when a view is first needed).
     pub async fn load(db: &sqlx::PgPool, space: SpaceId) -> Result<Option<SpaceView>, Error> {
         let mut conn = db.acquire().await?;
