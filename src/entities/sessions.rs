@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 
-use crate::error::{Error, ErrorCode};
+use crate::error::Error;
 use crate::functions::ids::{SessionId, UserId};
 use crate::functions::tokens;
 
@@ -50,6 +50,10 @@ pub enum Refresh {
     Grace { user: UserId, session: SessionId },
     /// An older token: the whole family has been revoked.
     Reused { user: UserId, session: SessionId },
+    /// An unknown token, or one of a revoked session.
+    Unknown,
+    /// The current token, past its lifetime.
+    Expired,
 }
 
 #[derive(sqlx::FromRow)]
@@ -78,7 +82,7 @@ pub async fn refresh(db: &PgPool, token: &str, ttl: Duration, grace: Duration) -
     .fetch_optional(&mut *tx)
     .await?;
     if locked.is_none() {
-        return Err(invalid_refresh());
+        return Ok(Refresh::Unknown);
     }
     let presented: Option<PresentedToken> = sqlx::query_as(
         "SELECT t.session_id, s.user_id, s.revoked_at IS NOT NULL AS revoked, \
@@ -94,14 +98,14 @@ pub async fn refresh(db: &PgPool, token: &str, ttl: Duration, grace: Duration) -
     .fetch_optional(&mut *tx)
     .await?;
     let Some(p) = presented else {
-        return Err(invalid_refresh());
+        return Ok(Refresh::Unknown);
     };
     if p.revoked {
-        return Err(invalid_refresh());
+        return Ok(Refresh::Unknown);
     }
     let outcome = if p.superseded_at.is_none() {
         if p.expired {
-            return Err(Error::new(ErrorCode::TokenExpired, "The refresh token has expired"));
+            return Ok(Refresh::Expired);
         }
         sqlx::query("UPDATE refresh_tokens SET superseded_at = now() WHERE digest = $1")
             .bind(&digest)
@@ -129,10 +133,6 @@ pub async fn refresh(db: &PgPool, token: &str, ttl: Duration, grace: Duration) -
     };
     tx.commit().await?;
     Ok(outcome)
-}
-
-fn invalid_refresh() -> Error {
-    Error::new(ErrorCode::InvalidRefreshToken, "The refresh token is not valid")
 }
 
 async fn touch(db: impl PgExecutor<'_>, session: SessionId) -> Result<(), Error> {

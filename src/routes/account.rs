@@ -238,6 +238,11 @@ async fn refresh(State(state): State<AppState>, Json(p): Json<RefreshPayload>) -
                 "This refresh token was already used; the session has been revoked",
             ))
         }
+        sessions::Refresh::Unknown => Err(Error::new(
+            ErrorCode::InvalidRefreshToken,
+            "The refresh token is not valid",
+        )),
+        sessions::Refresh::Expired => Err(Error::new(ErrorCode::TokenExpired, "The refresh token has expired")),
     }
 }
 

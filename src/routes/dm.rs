@@ -23,7 +23,7 @@ use crate::middlewares::json::Json;
 use crate::middlewares::path::{Path, Query};
 use crate::middlewares::rate_limit::Limit;
 use crate::routes::{RouterExt, doc};
-use crate::services::messages as shared;
+use crate::services::messages as service;
 use crate::state::AppState;
 
 pub fn router() -> ApiRouter<AppState> {
@@ -82,7 +82,7 @@ async fn list(
 ) -> Result<axum::Json<Vec<MessageExt>>> {
     participant(&state, p.channel_id, auth.user_id).await?;
     let mut conn = state.db.acquire().await?;
-    let (page, limit) = shared::page(&mut conn, p.channel_id, &q).await?;
+    let (page, limit) = service::page(&mut conn, p.channel_id, &q).await?;
     Ok(axum::Json(messages::list(&mut conn, p.channel_id, page, limit).await?))
 }
 
@@ -92,7 +92,7 @@ async fn search(
     Path(p): Path<DmPath>,
     Query(q): Query<SearchQuery>,
 ) -> Result<axum::Json<Vec<MessageExt>>> {
-    let (text, limit) = shared::search_params(&q)?;
+    let (text, limit) = service::search_params(&q)?;
     participant(&state, p.channel_id, auth.user_id).await?;
     let mut conn = state.db.acquire().await?;
     Ok(axum::Json(
@@ -109,7 +109,7 @@ async fn create(
 ) -> Result<axum::Json<MessageExt>> {
     let audience = participant(&state, p.channel_id, auth.user_id).await?;
     Ok(axum::Json(
-        shared::send(
+        service::send(
             &state.bus,
             &state.media,
             state.db.acquire().await?,
@@ -131,7 +131,7 @@ async fn update(
 ) -> Result<axum::Json<MessageExt>> {
     let audience = participant(&state, p.channel_id, auth.user_id).await?;
     Ok(axum::Json(
-        shared::edit(
+        service::edit(
             &state.db,
             &state.bus,
             auth.user_id,
@@ -147,7 +147,7 @@ async fn update(
 async fn delete(State(state): State<AppState>, auth: UserAuth, Path(p): Path<DmMessagePath>) -> Result<axum::Json<()>> {
     let audience = participant(&state, p.channel_id, auth.user_id).await?;
     // Only the author may delete a DM message.
-    shared::remove(
+    service::remove(
         &state.db,
         &state.bus,
         auth.user_id,
