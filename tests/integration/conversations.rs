@@ -1,13 +1,11 @@
 //! Messages, relations and DMs over HTTP (spec §4.5, §4.6, §4.10, §4.17).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::common::{Capture, Captured, TestApp, TestUser};
 use alterego::functions::bus::Topic;
 use alterego::functions::ids::UserId;
-use common::{Capture, Captured, TestApp, TestUser};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(2);
@@ -17,7 +15,7 @@ fn user_topic(u: &TestUser) -> Topic {
     Topic::user(UserId(uuid::Uuid::parse_str(&u.id).unwrap()))
 }
 
-async fn next(cap: &mut common::Capture) -> Captured {
+async fn next(cap: &mut crate::common::Capture) -> Captured {
     cap.next(WAIT).await.expect("an event")
 }
 

@@ -1,14 +1,12 @@
 //! Media API (spec §10, §11.2 upload buckets): every test body runs against the local backend
 //! and against a real S3-protocol server (s3s-fs, SigV4 verified), over real HTTP.
 
-mod common;
-
 use std::io::Cursor;
 use std::time::Duration;
 
+use crate::common::{TestApp, random_ip};
 use alterego::config::MediaStorage;
 use alterego::functions::rate_limit::Bucket;
-use common::{TestApp, random_ip};
 use image::{DynamicImage, GenericImageView, ImageFormat, Rgb, RgbImage};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -181,7 +179,7 @@ fn jpeg_markers(bytes: &[u8]) -> Vec<u8> {
     markers
 }
 
-fn url_of(r: &common::Resp) -> String {
+fn url_of(r: &crate::common::Resp) -> String {
     r.body["url"].as_str().expect("url").to_string()
 }
 

@@ -1,12 +1,10 @@
 //! The HTTP contract of spec §2: JSON errors for every rejection, trailing slashes, headers.
 
-mod common;
-
-use common::TestApp;
+use crate::common::TestApp;
 use reqwest::Method;
 use serde_json::json;
 
-async fn raw(req: reqwest::RequestBuilder) -> common::Resp {
+async fn raw(req: reqwest::RequestBuilder) -> crate::common::Resp {
     TestApp::read(req.send().await.expect("request")).await
 }
 
@@ -96,7 +94,7 @@ async fn trailing_slashes_are_tolerated() {
     app.post(
         "/account/login/",
         None,
-        json!({"email": alice.email, "password": common::PASSWORD}),
+        json!({"email": alice.email, "password": crate::common::PASSWORD}),
     )
     .await
     .expect(200, None);

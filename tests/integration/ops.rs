@@ -1,8 +1,6 @@
 //! Operational endpoints (spec §4.19) and the OpenAPI document.
 
-mod common;
-
-use common::TestApp;
+use crate::common::TestApp;
 
 #[tokio::test]
 async fn health_readiness_and_draining() {

@@ -1,11 +1,9 @@
 //! The real-time gateway `/ws` (spec §7, §8, §12.8) over real sockets, with real Redis.
 
-mod common;
-
 use std::time::Duration;
 
-use common::ws::{Read, WsClient};
-use common::{TestApp, TestUser};
+use crate::common::ws::{Read, WsClient};
+use crate::common::{TestApp, TestUser};
 use serde_json::{Value, json};
 
 /// How long a negative check waits for an event that must not come.
@@ -835,7 +833,7 @@ async fn a_silent_owner_means_invalid_session() {
     let alice = app.register("Alice").await;
     // A registry entry whose owner instance is gone (crashed): nobody answers the take-over.
     let session = uuid::Uuid::now_v7();
-    let mut redis = redis::Client::open(common::redis_url())
+    let mut redis = redis::Client::open(crate::common::redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -1112,7 +1110,7 @@ async fn chaos_reader(
         moved: 0,
         history: Vec::new(),
     };
-    let take = |out: &mut ChaosOutcome, f: &common::ws::Frame| match f.op.as_str() {
+    let take = |out: &mut ChaosOutcome, f: &crate::common::ws::Frame| match f.op.as_str() {
         "messages.onCreate" => {
             let id = id(&f.data);
             assert!(out.got.insert(id.clone()), "{} got {id} twice", user.name);

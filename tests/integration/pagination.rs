@@ -2,9 +2,7 @@
 //! many messages in the same millisecond and interleaved channels — paging backwards and then
 //! forwards visits every message of the channel exactly once, in order.
 
-mod common;
-
-use common::TestApp;
+use crate::common::TestApp;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};

@@ -1,11 +1,9 @@
 //! Rate limits over HTTP (spec §11): headers, 429 body, buckets per route, client IP rules.
 
-mod common;
-
-use common::{PASSWORD, TestApp, random_ip};
+use crate::common::{PASSWORD, TestApp, random_ip};
 use serde_json::{Value, json};
 
-async fn post_from(app: &TestApp, ip: &str, path: &str, body: Value) -> common::Resp {
+async fn post_from(app: &TestApp, ip: &str, path: &str, body: Value) -> crate::common::Resp {
     let req = app.http.post(app.url(path)).header("x-forwarded-for", ip).json(&body);
     TestApp::read(req.send().await.unwrap()).await
 }

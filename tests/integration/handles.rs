@@ -2,17 +2,15 @@
 //! server. The success paths of verification run with a fake `DomainProbe` (this machine has no
 //! internet); the failure paths also run with the real one, against a domain that cannot exist.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::{Capture, TestApp, TestUser};
 use alterego::functions::bus::Topic;
 use alterego::functions::ids::UserId;
 use alterego::functions::verification::DomainProbe;
 use base64::Engine;
-use common::{Capture, TestApp, TestUser};
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 

@@ -1,12 +1,10 @@
 //! The community model over HTTP (spec §4.8–§4.16): shapes, rules, limits, cascades, events.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{Capture, Captured, TestApp, TestUser};
 use alterego::functions::bus::Topic;
 use alterego::functions::ids::UserId;
-use common::{Capture, Captured, TestApp, TestUser};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(2);

@@ -1,12 +1,10 @@
 //! `GET/PATCH /users/me` (spec §4.4) and its `users.onUpdate` event.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{Capture, TestApp};
 use alterego::functions::bus::Topic;
 use alterego::functions::ids::UserId;
-use common::{Capture, TestApp};
 use serde_json::json;
 
 fn profile_topic(id: &str) -> Topic {

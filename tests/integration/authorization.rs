@@ -16,12 +16,10 @@
 //! Each matrix test spawns its own server; sections are separate tests so that they run in
 //! parallel and each owner stays well inside the `general` rate limit (1200 requests a minute).
 
-mod common;
-
 use std::collections::BTreeSet;
 
+use crate::common::{PASSWORD, Resp, TestApp};
 use base64::Engine as _;
-use common::{PASSWORD, Resp, TestApp};
 use futures_util::StreamExt as _;
 use futures_util::future::join_all;
 use reqwest::Method;
