@@ -219,7 +219,10 @@ async fn register_validation_and_duplicates() {
 
 #[tokio::test]
 async fn registration_can_be_closed() {
-    let app = TestApp::spawn_with(true, |c| c.registration_enabled = false).await;
+    let app = TestApp::builder()
+        .config(|c| c.registration_enabled = false)
+        .spawn()
+        .await;
     let r = app
         .post(
             "/account/register",
@@ -308,7 +311,10 @@ async fn expired_refresh_token() {
 
 #[tokio::test]
 async fn grace_window_can_be_disabled() {
-    let app = TestApp::spawn_with(true, |c| c.refresh_reuse_grace = std::time::Duration::ZERO).await;
+    let app = TestApp::builder()
+        .config(|c| c.refresh_reuse_grace = std::time::Duration::ZERO)
+        .spawn()
+        .await;
     let alice = app.register("Alice").await;
     app.post("/account/refresh", None, json!({"refreshToken": alice.refresh}))
         .await

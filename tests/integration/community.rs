@@ -104,8 +104,12 @@ async fn join_events_are_ordered_and_scoped() {
     assert_eq!(ev.data["userId"], bob.id);
     assert_eq!(ev.data["user"]["name"], "Bob");
     // spaces.onCreate to the joiner comes before members.onCreate to the space (spec §7.5).
-    assert_eq!(next(&mut both).await.op, "spaces.onCreate");
-    assert_eq!(next(&mut both).await.op, "members.onCreate");
+    let first = next(&mut both).await;
+    assert_eq!(first.op, "spaces.onCreate");
+    assert_eq!(first.topic, Topic::user(uid(&bob.id)));
+    let second = next(&mut both).await;
+    assert_eq!(second.op, "members.onCreate");
+    assert_eq!(second.topic, space_topic(&sid));
     // Joining twice is a conflict, not a 500 (Mikoto defect).
     app.post(&format!("/spaces/join/{code}"), Some(&bob.access), json!({}))
         .await

@@ -93,7 +93,7 @@ async fn served_operations_match_mikoto() {
     let mikoto = mikoto_api();
     let dns = std::sync::Arc::new(ScriptedDns::default());
     let probe = dns.clone();
-    let app = TestApp::spawn_with_state(true, |_| {}, move |s| s.domain_probe = probe).await;
+    let app = TestApp::builder().state(move |s| s.domain_probe = probe).spawn().await;
     let ours = app.get("/api.json", None).await;
     ours.expect(200, None);
     assert_eq!(ours.body["openapi"].as_str().map(|v| v.starts_with("3.1")), Some(true));

@@ -192,7 +192,10 @@ async fn legacy_token_query() {
 
 #[tokio::test]
 async fn authentication_failures_and_decode_errors() {
-    let app = TestApp::spawn_with(true, |c| c.ws_auth_timeout = Duration::from_millis(500)).await;
+    let app = TestApp::builder()
+        .config(|c| c.ws_auth_timeout = Duration::from_millis(500))
+        .spawn()
+        .await;
     let alice = app.register("Alice").await;
 
     let mut c = app.ws_open("").await;
@@ -274,7 +277,10 @@ async fn frame_size_and_command_rate_limits() {
 
 #[tokio::test]
 async fn heartbeat_pings_and_dead_connections_close_4009() {
-    let app = TestApp::spawn_with(true, |c| c.ws_heartbeat_interval = Duration::from_millis(200)).await;
+    let app = TestApp::builder()
+        .config(|c| c.ws_heartbeat_interval = Duration::from_millis(200))
+        .spawn()
+        .await;
     let alice = app.register("Alice").await;
     let mut c = app.ws_auth(&alice).await;
     // A client that reads answers the server's Pings (tungstenite does it) and stays.
@@ -633,7 +639,10 @@ async fn an_event_published_twice_is_delivered_once() {
 
 #[tokio::test]
 async fn resume_failures_and_replacement() {
-    let app = TestApp::spawn_with(true, |c| c.ws_resume_window = Duration::from_millis(1500)).await;
+    let app = TestApp::builder()
+        .config(|c| c.ws_resume_window = Duration::from_millis(1500))
+        .spawn()
+        .await;
     let alice = app.register("Alice").await;
     let bob = app.register("Bob").await;
     let mut c = app.ws_auth(&alice).await;
@@ -709,7 +718,7 @@ async fn slow_consumers_are_closed_with_4010_and_can_resume() {
     use alterego::functions::bus::Topic;
     use alterego::functions::ids::UserId;
     // The in-process bus: tens of MiB through Redis pub/sub would only test Redis's buffers.
-    let app = TestApp::spawn_with(false, |_| {}).await;
+    let app = TestApp::builder().without_redis().spawn().await;
     let alice = app.register("Alice").await;
     let bob = app.register("Bob").await;
     let mut slow = app.ws_auth(&alice).await;
@@ -909,7 +918,10 @@ async fn private_redis() -> PrivateRedis {
 async fn a_lost_bus_connection_means_resync_never_silent_loss() {
     let redis = private_redis().await;
     let url = redis.url.clone();
-    let app = TestApp::spawn_with(true, move |c| c.redis_url = Some(url)).await;
+    let app = TestApp::builder()
+        .config(move |c| c.redis_url = Some(url))
+        .spawn()
+        .await;
     let owner = app.register("Owner").await;
     let reader = app.register("Reader").await;
     let (sid, general) = space(&app, &owner, &[&reader]).await;
@@ -977,7 +989,10 @@ async fn graceful_shutdown_closes_1001_and_sessions_move() {
 
 #[tokio::test]
 async fn presence_with_debounce() {
-    let app = TestApp::spawn_with(true, |c| c.presence_offline_debounce = Duration::from_millis(600)).await;
+    let app = TestApp::builder()
+        .config(|c| c.presence_offline_debounce = Duration::from_millis(600))
+        .spawn()
+        .await;
     let alice = app.register("Alice").await;
     let bob = app.register("Bob").await;
     let carol = app.register("Carol").await;
@@ -1033,11 +1048,13 @@ async fn presence_with_debounce() {
 /// every member); a smaller shared space still does.
 #[tokio::test]
 async fn presence_skips_spaces_above_the_limit() {
-    let app = TestApp::spawn_with(true, |c| {
-        c.presence_offline_debounce = Duration::from_millis(400);
-        c.presence_space_limit = 2;
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.presence_offline_debounce = Duration::from_millis(400);
+            c.presence_space_limit = 2;
+        })
+        .spawn()
+        .await;
     let alice = app.register("Alice").await;
     let bob = app.register("Bob").await;
     let carol = app.register("Carol").await;
@@ -1303,7 +1320,7 @@ async fn upgrades_count_against_ws_connect() {
 /// every schema resolvable.
 #[tokio::test]
 async fn the_api_document_describes_the_websocket() {
-    let app = TestApp::spawn_with(false, |_| {}).await;
+    let app = TestApp::builder().without_redis().spawn().await;
     let doc = app.get("/api.json", None).await.body;
     let mikoto: Value =
         serde_json::from_str(&std::fs::read_to_string("tests/fixtures/mikoto-api.json").unwrap()).unwrap();

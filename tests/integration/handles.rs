@@ -63,7 +63,7 @@ impl DomainProbe for FakeProbe {
 async fn spawn_fake() -> (TestApp, Arc<FakeProbe>) {
     let probe = Arc::new(FakeProbe::default());
     let p = probe.clone();
-    let app = TestApp::spawn_with_state(true, |_| {}, move |s| s.domain_probe = p).await;
+    let app = TestApp::builder().state(move |s| s.domain_probe = p).spawn().await;
     (app, probe)
 }
 
@@ -115,11 +115,14 @@ async fn instance_info_publishes_the_configured_domains_and_key() {
 
     let public = base64::engine::general_purpose::STANDARD.encode([3u8; 32]);
     let key = public.clone();
-    let app = TestApp::spawn_with(false, move |c| {
-        c.instance_domain = "chat.example.org".into();
-        c.handle_public_key = Some(key);
-    })
-    .await;
+    let app = TestApp::builder()
+        .without_redis()
+        .config(move |c| {
+            c.instance_domain = "chat.example.org".into();
+            c.handle_public_key = Some(key);
+        })
+        .spawn()
+        .await;
     let r = app.get("/.well-known/mikoto/instance.json", None).await;
     assert_eq!(r.body["domain"], "chat.example.org");
     assert_eq!(r.body["handleDomain"], "alterego.test");
@@ -593,15 +596,15 @@ async fn verified_domains_are_attested_when_a_key_is_configured() {
     let p = probe.clone();
     let (private_b64, public_b64) = (b64.encode(seed), b64.encode(&public));
     let published = public_b64.clone();
-    let app = TestApp::spawn_with_state(
-        false,
-        move |c| {
+    let app = TestApp::builder()
+        .without_redis()
+        .config(move |c| {
             c.handle_private_key = Some(private_b64);
             c.handle_public_key = Some(public_b64);
-        },
-        move |s| s.domain_probe = p,
-    )
-    .await;
+        })
+        .state(move |s| s.domain_probe = p)
+        .spawn()
+        .await;
     assert_eq!(
         app.get("/.well-known/mikoto/instance.json", None).await.body["publicKey"],
         published

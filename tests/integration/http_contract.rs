@@ -179,7 +179,11 @@ async fn cors_follows_configuration() {
 
 #[tokio::test]
 async fn production_adds_hsts() {
-    let app = TestApp::spawn_with(false, |c| c.environment = alterego::config::Environment::Production).await;
+    let app = TestApp::builder()
+        .without_redis()
+        .config(|c| c.environment = alterego::config::Environment::Production)
+        .spawn()
+        .await;
     let r = app.get("/", None).await;
     assert_eq!(r.header("strict-transport-security"), Some("max-age=63072000"));
 }

@@ -157,7 +157,7 @@ async fn general_and_anonymous_buckets() {
 #[tokio::test]
 async fn forwarded_for_is_only_trusted_from_trusted_proxies() {
     // No trusted proxies: every request is keyed by the TCP peer, whatever the header says.
-    let app = TestApp::spawn_with(true, |c| c.trusted_proxies.clear()).await;
+    let app = TestApp::builder().config(|c| c.trusted_proxies.clear()).spawn().await;
     for _ in 0..5 {
         let r = post_from(
             &app,
@@ -180,7 +180,7 @@ async fn forwarded_for_is_only_trusted_from_trusted_proxies() {
 
 #[tokio::test]
 async fn in_memory_limiter_enforces_too() {
-    let app = TestApp::spawn_with(false, |_| {}).await;
+    let app = TestApp::builder().without_redis().spawn().await;
     let ip = random_ip();
     for _ in 0..10 {
         post_from(

@@ -133,7 +133,7 @@ async fn each_user_sees_only_themselves() {
 
 #[tokio::test]
 async fn in_process_bus_delivers_too() {
-    let app = TestApp::spawn_with(false, |_| {}).await;
+    let app = TestApp::builder().without_redis().spawn().await;
     let alice = app.register("Alice").await;
     let mut events = app.capture(&[profile_topic(&alice.id)]).await;
     app.patch("/users/me", Some(&alice.access), json!({"name": "Alicia"}))
