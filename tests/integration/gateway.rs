@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::common::fixtures::{Target, befriend, channel, id, set_override, space};
 use crate::common::ws::{Read, WsClient};
 use crate::common::{TestApp, TestUser};
 use serde_json::{Value, json};
@@ -9,40 +10,6 @@ use serde_json::{Value, json};
 /// How long a negative check waits for an event that must not come.
 const QUIET: Duration = Duration::from_millis(400);
 const LONG: Duration = Duration::from_secs(10);
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().expect("id").to_string()
-}
-
-/// A space owned by `owner` with `others` as members; returns (space id, general channel id).
-async fn space(app: &TestApp, owner: &TestUser, others: &[&TestUser]) -> (String, String) {
-    let s = app.post("/spaces/", Some(&owner.access), json!({"name": "Chat"})).await;
-    s.expect(200, None);
-    let sid = id(&s.body);
-    let cid = id(&s.body["channels"][0]);
-    let invite = app
-        .post(&format!("/spaces/{sid}/invites/"), Some(&owner.access), json!({}))
-        .await;
-    let code = id(&invite.body);
-    for u in others {
-        app.post(&format!("/spaces/join/{code}"), Some(&u.access), json!({}))
-            .await
-            .expect(200, None);
-    }
-    (sid, cid)
-}
-
-async fn channel(app: &TestApp, owner: &TestUser, sid: &str, name: &str) -> String {
-    let c = app
-        .post(
-            &format!("/spaces/{sid}/channels/"),
-            Some(&owner.access),
-            json!({"name": name}),
-        )
-        .await;
-    c.expect(200, None);
-    id(&c.body)
-}
 
 /// Posts a message through the REST API.
 async fn say(app: &TestApp, user: &TestUser, sid: &str, cid: &str, text: &str) -> String {
@@ -94,37 +61,11 @@ async fn hide_from_everyone(app: &TestApp, owner: &TestUser, sid: &str, cid: &st
         .find(|r| r["name"] == "@everyone")
         .map(id)
         .unwrap();
-    app.put(
-        &format!("/spaces/{sid}/channels/{cid}/overrides/{everyone}"),
-        Some(&owner.access),
-        json!({"targetType": "ROLE", "allow": "0", "deny": "4096"}),
-    )
-    .await
-    .expect(200, None);
+    set_override(app, owner, sid, cid, Target::Role(&everyone), 0, 4096).await;
 }
 
 async fn allow_member(app: &TestApp, owner: &TestUser, sid: &str, cid: &str, user: &TestUser) {
-    app.put(
-        &format!("/spaces/{sid}/channels/{cid}/overrides/{}", user.id),
-        Some(&owner.access),
-        json!({"targetType": "MEMBER", "allow": "4096", "deny": "0"}),
-    )
-    .await
-    .expect(200, None);
-}
-
-async fn befriend(app: &TestApp, a: &TestUser, b: &TestUser) -> String {
-    app.post(&format!("/relations/{}/request", b.id), Some(&a.access), json!({}))
-        .await
-        .expect(200, None);
-    app.post(&format!("/relations/{}/accept", a.id), Some(&b.access), json!({}))
-        .await
-        .expect(200, None);
-    let dm = app
-        .post(&format!("/relations/{}/dm", b.id), Some(&a.access), json!({}))
-        .await;
-    dm.expect(200, None);
-    id(&dm.body)
+    set_override(app, owner, sid, cid, Target::Member(&user.id), 4096, 0).await;
 }
 
 /// The message ids of `messages.onCreate` events logged by a client.

@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::{Capture, TestApp, TestUser};
-use alterego::functions::bus::Topic;
-use alterego::functions::ids::UserId;
+use crate::common::fixtures::{assign_role, profile_topic, ranked_role, space, space_topic};
+use crate::common::{Capture, TestApp};
 use alterego::functions::verification::DomainProbe;
 use base64::Engine;
 use futures_util::future::BoxFuture;
@@ -72,31 +71,6 @@ fn is_wire_time(v: &Value) -> bool {
         .is_some_and(|s| s.len() == 24 && s.ends_with('Z') && s.as_bytes()[10] == b'T' && s.as_bytes()[19] == b'.')
 }
 
-async fn space_of(app: &TestApp, owner: &TestUser, members: &[&TestUser]) -> String {
-    let t = Some(owner.access.as_str());
-    let space = app.post("/spaces/", t, json!({"name": "Team"})).await;
-    space.expect(200, None);
-    let sid = space.body["id"].as_str().unwrap().to_string();
-    if !members.is_empty() {
-        let invite = app.post(&format!("/spaces/{sid}/invites/"), t, json!({})).await;
-        let code = invite.body["id"].as_str().unwrap().to_string();
-        for m in members {
-            app.post(&format!("/spaces/join/{code}"), Some(&m.access), json!({}))
-                .await
-                .expect(200, None);
-        }
-    }
-    sid
-}
-
-fn user_topic(u: &TestUser) -> Topic {
-    Topic::profile(UserId(uuid::Uuid::parse_str(&u.id).unwrap()))
-}
-
-fn space_topic(sid: &str) -> Topic {
-    Topic::space(uuid::Uuid::parse_str(sid).unwrap())
-}
-
 #[tokio::test]
 async fn instance_info_publishes_the_configured_domains_and_key() {
     let app = TestApp::spawn().await;
@@ -148,7 +122,7 @@ async fn handles_resolve_case_insensitively_for_users_and_spaces() {
         .await
         .expect(404, Some("NotFound"));
 
-    let sid = space_of(&app, &alice, &[]).await;
+    let (sid, _) = space(&app, &alice, &[]).await;
     app.patch(
         &format!("/spaces/{sid}"),
         Some(&alice.access),
@@ -167,8 +141,8 @@ async fn users_set_and_release_their_handles() {
     let alice = app.register("Alice").await;
     let bob = app.register("Bob").await;
     let a = Some(alice.access.as_str());
-    let sid = space_of(&app, &alice, &[&bob]).await;
-    let mut profile = app.capture(&[user_topic(&alice)]).await;
+    let (sid, _) = space(&app, &alice, &[&bob]).await;
+    let mut profile = app.capture(&[profile_topic(&alice.id)]).await;
     let mut space = app.capture(&[space_topic(&sid)]).await;
 
     let r = app.post("/users/me/handle", a, json!({"handle": "  New_Name "})).await;
@@ -390,8 +364,8 @@ async fn users_verify_by_dns_and_the_domain_moves_between_holders() {
     let alice = app.register("Alice").await;
     let bob = app.register("Bob").await;
     let a = Some(alice.access.as_str());
-    let sid = space_of(&app, &alice, &[&bob]).await;
-    let mut alice_profile = app.capture(&[user_topic(&alice)]).await;
+    let (sid, _) = space(&app, &alice, &[&bob]).await;
+    let mut alice_profile = app.capture(&[profile_topic(&alice.id)]).await;
     let mut space = app.capture(&[space_topic(&sid)]).await;
 
     let c = app
@@ -443,7 +417,7 @@ async fn users_verify_by_dns_and_the_domain_moves_between_holders() {
         .expect(400, Some("CustomDomainRequiresVerification"));
 
     // Bob proves control too: the domain moves to him, and Alice hears of it.
-    let mut bob_profile = app.capture(&[user_topic(&bob)]).await;
+    let mut bob_profile = app.capture(&[profile_topic(&bob.id)]).await;
     let c = app
         .post("/users/me/handle/verify", b, json!({"handle": "example.org"}))
         .await;
@@ -471,7 +445,7 @@ async fn spaces_verify_by_well_known_file_and_take_a_domain_from_a_user() {
     let owner = app.register("Owner").await;
     let holder = app.register("Holder").await;
     let t = Some(owner.access.as_str());
-    let sid = space_of(&app, &owner, &[]).await;
+    let (sid, _) = space(&app, &owner, &[]).await;
     app.patch(&format!("/spaces/{sid}"), t, json!({"handle": "team"}))
         .await
         .expect(200, None);
@@ -492,7 +466,7 @@ async fn spaces_verify_by_well_known_file_and_take_a_domain_from_a_user() {
     assert_eq!(r.body, json!({"success": true, "method": "well-known", "error": null}));
 
     let mut space = app.capture(&[space_topic(&sid)]).await;
-    let mut holder_profile = app.capture(&[user_topic(&holder)]).await;
+    let mut holder_profile = app.capture(&[profile_topic(&holder.id)]).await;
     let c = app
         .post(
             &format!("/spaces/{sid}/handle/verify"),
@@ -660,7 +634,7 @@ async fn space_verification_requires_membership_and_manage_space() {
     let owner = app.register("Owner").await;
     let member = app.register("Member").await;
     let stranger = app.register("Stranger").await;
-    let sid = space_of(&app, &owner, &[&member]).await;
+    let (sid, _) = space(&app, &owner, &[&member]).await;
     let body = json!({"handle": "team.example.org"});
     for suffix in ["verify", "verify/complete"] {
         let path = format!("/spaces/{sid}/handle/{suffix}");
@@ -691,25 +665,9 @@ async fn space_verification_requires_membership_and_manage_space() {
     }
     // MANAGE_SPACE through a role is enough.
     let t = Some(owner.access.as_str());
-    let role = app
-        .post(&format!("/spaces/{sid}/roles/"), t, json!({"name": "Admins"}))
-        .await;
-    let rid = role.body["id"].as_str().unwrap().to_string();
     let manage_space = alterego::functions::permissions::Permissions::MANAGE_SPACE.bits();
-    app.patch(
-        &format!("/spaces/{sid}/roles/{rid}"),
-        t,
-        json!({"permissions": manage_space.to_string(), "position": 0}),
-    )
-    .await
-    .expect(200, None);
-    app.post(
-        &format!("/spaces/{sid}/members/{}/roles/{rid}", member.id),
-        t,
-        json!({}),
-    )
-    .await
-    .expect(200, None);
+    let rid = ranked_role(&app, &owner, &sid, "Admins", manage_space, 0).await;
+    assign_role(&app, &owner, &sid, &member, &rid).await;
     let c = app
         .post(
             &format!("/spaces/{sid}/handle/verify"),
@@ -737,7 +695,7 @@ async fn space_verification_requires_membership_and_manage_space() {
 async fn bots_cannot_verify_domains() {
     let app = TestApp::spawn().await;
     let ann = app.register("Ann").await;
-    let sid = space_of(&app, &ann, &[]).await;
+    let (sid, _) = space(&app, &ann, &[]).await;
     let bot = app.create_bot(&ann.id, "Bot", false).await;
     let token = app
         .state
@@ -764,7 +722,7 @@ async fn completion_is_limited_by_the_verification_bucket() {
     let alice = app.register("Alice").await;
     let bob = app.register("Bob").await;
     let a = Some(alice.access.as_str());
-    let sid = space_of(&app, &alice, &[]).await;
+    let (sid, _) = space(&app, &alice, &[]).await;
     let body = json!({"handle": "example.org"});
     for i in 0..10 {
         // Both completion operations share the user's bucket.

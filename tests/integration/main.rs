@@ -2,7 +2,8 @@
 //! are linked once instead of once per file.
 //!
 //! `common` is the harness (a real server per test, its database, Redis namespace, media
-//! storage and clients); every other module is one area of the spec.
+//! storage and clients) and the shared fixture builders; every other module is one area of
+//! the spec.
 
 mod common;
 

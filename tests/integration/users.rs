@@ -2,14 +2,9 @@
 
 use std::time::Duration;
 
+use crate::common::fixtures::profile_topic;
 use crate::common::{Capture, TestApp};
-use alterego::functions::bus::Topic;
-use alterego::functions::ids::UserId;
 use serde_json::json;
-
-fn profile_topic(id: &str) -> Topic {
-    Topic::profile(UserId(uuid::Uuid::parse_str(id).unwrap()))
-}
 
 #[tokio::test]
 async fn patch_semantics_and_event() {

@@ -3,8 +3,10 @@
 //! capture. Tests run in parallel and never see each other's data.
 //!
 //! A server: `TestApp::spawn()`, or [`TestApp::builder`] for one with adjusted configuration or
-//! state.
+//! state. The spaces, channels, roles, friendships and DMs tests start from are built by
+//! [`fixtures`].
 
+pub mod fixtures;
 pub mod ws;
 
 use std::collections::HashMap;
