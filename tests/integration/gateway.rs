@@ -1263,8 +1263,8 @@ async fn upgrades_count_against_ws_connect() {
 async fn the_api_document_describes_the_websocket() {
     let app = TestApp::builder().without_redis().spawn().await;
     let doc = app.get("/api.json", None).await.body;
-    let mikoto: Value =
-        serde_json::from_str(&std::fs::read_to_string("tests/fixtures/mikoto-api.json").unwrap()).unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mikoto-api.json");
+    let mikoto: Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
     let ws = &doc["websocket"];
     for kind in ["commands", "events"] {
         for (op, schema) in mikoto["websocket"][kind].as_object().unwrap() {
