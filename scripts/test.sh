@@ -6,7 +6,7 @@
 # 1. makes sure PostgreSQL answers on 127.0.0.1:5432 and Redis on
 #    127.0.0.1:6379, starting the local ones when they are down;
 # 2. exports TEST_DATABASE_URL and TEST_REDIS_URL for the test harness
-#    (tests/common), unless they are already set;
+#    (tests/integration/common), unless they are already set;
 # 3. runs every target's tests with cargo-nextest, or with `cargo test` when
 #    cargo-nextest is not installed. Doc tests are not run.
 #
@@ -96,7 +96,7 @@ if [[ "${TEST_SKIP_SERVICES:-0}" == 1 ]]; then
 else
     ensure_postgres
     ensure_redis
-    # No S3 server to start: the test harness (tests/common) runs s3s-fs, a real S3-protocol
+    # No S3 server to start: the test harness (tests/integration/common) runs s3s-fs, a real S3-protocol
     # server that verifies SigV4, in process on an ephemeral port for every test server.
 fi
 

@@ -2,11 +2,9 @@
 //! path and operationId in `/api.json`, and its real responses validate against Mikoto's schema
 //! — the schema mikoto.js checks every response with.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{PASSWORD, TestApp};
+use crate::common::{PASSWORD, TestApp};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -53,7 +51,7 @@ impl Contract {
     }
 
     #[track_caller]
-    fn check(&self, seen: &mut BTreeSet<String>, method: &str, path: &str, resp: &common::Resp) {
+    fn check(&self, seen: &mut BTreeSet<String>, method: &str, path: &str, resp: &crate::common::Resp) {
         assert_eq!(resp.status, 200, "{method} {path}: {}", resp.text);
         let schema = self.response_schema(method, path);
         let validator = jsonschema::options()
@@ -95,7 +93,7 @@ async fn served_operations_match_mikoto() {
     let mikoto = mikoto_api();
     let dns = std::sync::Arc::new(ScriptedDns::default());
     let probe = dns.clone();
-    let app = TestApp::spawn_with_state(true, |_| {}, move |s| s.domain_probe = probe).await;
+    let app = TestApp::builder().state(move |s| s.domain_probe = probe).spawn().await;
     let ours = app.get("/api.json", None).await;
     ours.expect(200, None);
     assert_eq!(ours.body["openapi"].as_str().map(|v| v.starts_with("3.1")), Some(true));
@@ -163,7 +161,7 @@ async fn served_operations_match_mikoto() {
     // Real responses of every served operation validate against Mikoto's schemas.
     let contract = Contract { doc: mikoto.clone() };
     let mut seen = BTreeSet::new();
-    let check = |seen: &mut BTreeSet<String>, m: &str, p: &str, r: &common::Resp| contract.check(seen, m, p, r);
+    let check = |seen: &mut BTreeSet<String>, m: &str, p: &str, r: &crate::common::Resp| contract.check(seen, m, p, r);
 
     check(&mut seen, "GET", "/", &app.get("/", None).await);
     let email = "contract@example.org";
@@ -218,7 +216,7 @@ async fn served_operations_match_mikoto() {
         &app.post("/account/reset_password", None, json!({"email": email})).await,
     );
     let mail = app.wait_for_mail(1).await;
-    let token = common::reset_token(&mail);
+    let token = crate::common::reset_token(&mail);
     let confirm = app
         .post(
             "/account/reset_password/submit",
@@ -263,7 +261,7 @@ async fn community_scenario(app: &TestApp, contract: &Contract, seen: &mut BTree
     let guest = app.register("Guest").await;
     let t = Some(owner.access.as_str());
     let g = Some(guest.access.as_str());
-    let mut check = |m: &str, p: &str, r: &common::Resp| contract.check(seen, m, p, r);
+    let mut check = |m: &str, p: &str, r: &crate::common::Resp| contract.check(seen, m, p, r);
 
     let space = app.post("/spaces/", t, json!({"name": "Contract Space"})).await;
     check("POST", "/spaces/", &space);
@@ -456,7 +454,7 @@ async fn conversation_scenario(app: &TestApp, contract: &Contract, seen: &mut BT
         Some(ben.access.as_str()),
         Some(cat.access.as_str()),
     );
-    let mut check = |m: &str, p: &str, r: &common::Resp| contract.check(seen, m, p, r);
+    let mut check = |m: &str, p: &str, r: &crate::common::Resp| contract.check(seen, m, p, r);
 
     check(
         "POST",
@@ -571,7 +569,7 @@ async fn conversation_scenario(app: &TestApp, contract: &Contract, seen: &mut BT
 async fn handles_scenario(app: &TestApp, dns: &ScriptedDns, contract: &Contract, seen: &mut BTreeSet<String>) {
     let hana = app.register("Hana").await;
     let h = Some(hana.access.as_str());
-    let mut check = |m: &str, p: &str, r: &common::Resp| contract.check(seen, m, p, r);
+    let mut check = |m: &str, p: &str, r: &crate::common::Resp| contract.check(seen, m, p, r);
 
     check(
         "GET",

@@ -1,8 +1,6 @@
 //! The Redis bus across instances (spec §8.2): one process's publish reaches another's
 //! subscribers, only on subscribed topics, in order.
 
-mod common;
-
 use std::time::Duration;
 
 use alterego::functions::bus::{Bus, Inbound, Topic};
@@ -10,7 +8,7 @@ use alterego::functions::ids::UserId;
 use serde_json::Value;
 
 async fn bus(prefix: &str) -> Bus {
-    let client = redis::Client::open(common::redis_url()).expect("redis url");
+    let client = redis::Client::open(crate::common::redis_url()).expect("redis url");
     Bus::redis(client, prefix.to_string())
         .await
         .expect("connect to Redis (is it running?)")
@@ -61,7 +59,7 @@ async fn namespaces_are_isolated() {
 #[tokio::test]
 async fn a_user_update_reaches_a_second_instance() {
     // Two app instances sharing PostgreSQL and Redis: the write on one is seen on the other.
-    let app = common::TestApp::spawn().await;
+    let app = crate::common::TestApp::spawn().await;
     let alice = app.register("Alice").await;
     let other = bus(&app.state.config.redis_prefix).await;
     let topic = Topic::profile(UserId(uuid::Uuid::parse_str(&alice.id).unwrap()));

@@ -1,14 +1,12 @@
 //! Media API (spec §10, §11.2 upload buckets): every test body runs against the local backend
 //! and against a real S3-protocol server (s3s-fs, SigV4 verified), over real HTTP.
 
-mod common;
-
 use std::io::Cursor;
 use std::time::Duration;
 
+use crate::common::{TestApp, random_ip};
 use alterego::config::MediaStorage;
 use alterego::functions::rate_limit::Bucket;
-use common::{TestApp, random_ip};
 use image::{DynamicImage, GenericImageView, ImageFormat, Rgb, RgbImage};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -181,7 +179,7 @@ fn jpeg_markers(bytes: &[u8]) -> Vec<u8> {
     markers
 }
 
-fn url_of(r: &common::Resp) -> String {
+fn url_of(r: &crate::common::Resp) -> String {
     r.body["url"].as_str().expect("url").to_string()
 }
 
@@ -202,7 +200,7 @@ fn rss_bytes() -> u64 {
 /// The Mikoto web client's request (field `file`, no token) gets `{url:"avatar/<name>.png"}`,
 /// the object serves with the §10.5 headers, and `?w=64&h=64` is a 64×64 PNG.
 async fn mikoto_client_shape(storage: MediaStorage) {
-    let app = TestApp::spawn_media(storage).await;
+    let app = TestApp::builder().media(storage).spawn().await;
     let r = app.upload("avatar", None, "me.jpg", "image/jpeg", png(300, 200)).await;
     r.expect(200, None);
     let url = url_of(&r);
@@ -248,7 +246,7 @@ async fn mikoto_client_shape(storage: MediaStorage) {
 /// `user.update` accepts an uploaded avatar (relative or absolute) and refuses anything else
 /// with 400 `InvalidMediaReference`; the reference claims the object.
 async fn avatar_references(storage: MediaStorage) {
-    let app = TestApp::spawn_media(storage).await;
+    let app = TestApp::builder().media(storage).spawn().await;
     let user = app.register("Avatar Owner").await;
     let token = Some(user.access.as_str());
     let url = url_of(
@@ -325,7 +323,7 @@ async fn avatar_references(storage: MediaStorage) {
 
 /// Type rules per store (spec §10.2, §10.3, §10.5).
 async fn store_types_and_rules(storage: MediaStorage) {
-    let app = TestApp::spawn_media(storage).await;
+    let app = TestApp::builder().media(storage).spawn().await;
 
     // Avatars and space icons: images only, normalised to 512×512 PNG.
     for store in ["avatar", "spaceicon"] {
@@ -529,13 +527,15 @@ async fn store_types_and_rules(storage: MediaStorage) {
 
 /// Each store's configured limit: 413 `PayloadTooLarge` past it (spec §10.3, §13).
 async fn store_size_limits(storage: MediaStorage) {
-    let app = TestApp::spawn_with(true, |c| {
-        c.media_storage = storage;
-        c.media_max_avatar_bytes = 20_000;
-        c.media_max_spaceicon_bytes = 30_000;
-        c.media_max_attachment_bytes = 100_000;
-    })
-    .await;
+    let app = TestApp::builder()
+        .media(storage)
+        .config(|c| {
+            c.media_max_avatar_bytes = 20_000;
+            c.media_max_spaceicon_bytes = 30_000;
+            c.media_max_attachment_bytes = 100_000;
+        })
+        .spawn()
+        .await;
     let noise = |n: usize| -> Vec<u8> { (0..n).map(|i| (i * 7919 % 251) as u8).collect() };
     // A PNG of noise (incompressible, about 43 KB) is past the avatar and space-icon limits
     // and within the attachment limit.
@@ -609,7 +609,7 @@ async fn store_size_limits(storage: MediaStorage) {
 
 /// JPEG EXIF (GPS included) is really removed, and the orientation applied (spec §10.2).
 async fn exif_is_removed(storage: MediaStorage) {
-    let app = TestApp::spawn_media(storage).await;
+    let app = TestApp::builder().media(storage).spawn().await;
     let original = jpeg_with_gps_exif();
     assert!(contains(&original, b"GPSSECRET"));
     assert!(jpeg_markers(&original).contains(&0xe1));
@@ -667,7 +667,7 @@ async fn exif_is_removed(storage: MediaStorage) {
 /// Variants: fitted, never upscaled, PNG, cached in the backend; only new ones count in
 /// `media-resize` (spec §10.5, §11.2).
 async fn variants_are_sized_and_cached(storage: MediaStorage) {
-    let app = TestApp::spawn_media(storage).await;
+    let app = TestApp::builder().media(storage).spawn().await;
     let r = app
         .upload("attachment", None, "wide.png", "image/png", png(300, 150))
         .await;
@@ -751,7 +751,7 @@ async fn variants_are_sized_and_cached(storage: MediaStorage) {
 
 /// `If-None-Match` gives 304; a single `Range` gives 206; other forms the full content.
 async fn conditional_and_range_requests(storage: MediaStorage) {
-    let app = TestApp::spawn_media(storage).await;
+    let app = TestApp::builder().media(storage).spawn().await;
     let content: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
     let r = app
         .upload("attachment", None, "d.bin", "application/octet-stream", content.clone())
@@ -814,7 +814,7 @@ async fn conditional_and_range_requests(storage: MediaStorage) {
 
 /// Traversal attempts, unknown stores and names outside the pattern are 404 (spec §10.1).
 async fn traversal_and_odd_names(storage: MediaStorage) {
-    let app = TestApp::spawn_media(storage).await;
+    let app = TestApp::builder().media(storage).spawn().await;
     // A real file next to the media directory that traversal would reach.
     std::fs::write(app.media.local_dir.path().join("secret.txt"), "secret").expect("write");
     let r = app.upload("avatar", None, "a.png", "image/png", png(8, 8)).await;
@@ -872,7 +872,7 @@ async fn traversal_and_odd_names(storage: MediaStorage) {
 
 /// Default avatars: deterministic 256×256 PNG identicons with the media headers (spec §10.6).
 async fn default_avatars(storage: MediaStorage) {
-    let app = TestApp::spawn_media(storage).await;
+    let app = TestApp::builder().media(storage).spawn().await;
     let id = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
     let path = format!("/media/default-avatar/{id}");
     let a = app.get_raw(&path, &[]).await;
@@ -911,7 +911,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// A decompression bomb is refused from its header, before any pixel buffer (spec §10.2).
 async fn decompression_bomb_is_refused(storage: MediaStorage) {
-    let app = TestApp::spawn_media(storage).await;
+    let app = TestApp::builder().media(storage).spawn().await;
     let bomb = bomb_png(60_000, 60_000);
     assert!(bomb.len() < 200);
     let before = rss_bytes();
@@ -943,7 +943,7 @@ async fn decompression_bomb_is_refused(storage: MediaStorage) {
 /// GC deletes unclaimed uploads past the grace, with their variants and rows, and keeps
 /// claimed ones (spec §10.8).
 async fn garbage_collection(storage: MediaStorage) {
-    let app = TestApp::spawn_media(storage).await;
+    let app = TestApp::builder().media(storage).spawn().await;
     let user = app.register("Collector").await;
     let token = Some(user.access.as_str());
     let unclaimed = url_of(
@@ -998,7 +998,7 @@ async fn garbage_collection(storage: MediaStorage) {
 
 /// A streamed (chunked, no Content-Length) upload of several MiB arrives intact.
 async fn streamed_upload_of_several_mib(storage: MediaStorage) {
-    let app = TestApp::spawn_media(storage).await;
+    let app = TestApp::builder().media(storage).spawn().await;
     let total = 6 * 1024 * 1024 + 12_345;
     let content: Vec<u8> = (0..total)
         .map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -1036,11 +1036,11 @@ async fn streamed_upload_of_several_mib(storage: MediaStorage) {
 
 /// `MEDIA_ANONYMOUS_UPLOADS=false`: uploads without a valid token get 401 (spec §10.3).
 async fn anonymous_uploads_can_be_disabled(storage: MediaStorage) {
-    let app = TestApp::spawn_with(true, |c| {
-        c.media_storage = storage;
-        c.media_anonymous_uploads = false;
-    })
-    .await;
+    let app = TestApp::builder()
+        .media(storage)
+        .config(|c| c.media_anonymous_uploads = false)
+        .spawn()
+        .await;
     app.upload("avatar", None, "a.png", "image/png", png(8, 8))
         .await
         .expect(401, Some("Unauthorized"));
@@ -1057,7 +1057,7 @@ async fn anonymous_uploads_can_be_disabled(storage: MediaStorage) {
 
 /// `upload-anonymous` per IP: 10 requests per minute and a byte quota (spec §11.2).
 async fn upload_rate_limits_and_byte_quota(storage: MediaStorage) {
-    let app = TestApp::spawn_media(storage).await;
+    let app = TestApp::builder().media(storage).spawn().await;
     let ip = random_ip();
     for i in 0..10 {
         let r = app
@@ -1115,11 +1115,11 @@ async fn upload_rate_limits_and_byte_quota(storage: MediaStorage) {
 /// The S3 test server really verifies signatures: a backend with the wrong secret is refused.
 #[tokio::test]
 async fn s3_server_verifies_signatures() {
-    let app = TestApp::spawn_with(true, |c| {
-        c.media_storage = MediaStorage::S3;
-        c.s3.secret_access_key = Some("not-the-secret".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .media(MediaStorage::S3)
+        .config(|c| c.s3.secret_access_key = Some("not-the-secret".into()))
+        .spawn()
+        .await;
     let r = app
         .upload("attachment", None, "a.txt", "text/plain", b"hello".to_vec())
         .await;

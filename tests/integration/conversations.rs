@@ -1,58 +1,17 @@
 //! Messages, relations and DMs over HTTP (spec §4.5, §4.6, §4.10, §4.17).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use alterego::functions::bus::Topic;
-use alterego::functions::ids::UserId;
-use common::{Capture, Captured, TestApp, TestUser};
+use crate::common::fixtures::{Target, befriend, channel, ids, set_override, space, space_topic, user_topic};
+use crate::common::{Capture, Captured, TestApp};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(2);
 const QUIET: Duration = Duration::from_millis(300);
 
-fn user_topic(u: &TestUser) -> Topic {
-    Topic::user(UserId(uuid::Uuid::parse_str(&u.id).unwrap()))
-}
-
-async fn next(cap: &mut common::Capture) -> Captured {
+async fn next(cap: &mut Capture) -> Captured {
     cap.next(WAIT).await.expect("an event")
-}
-
-/// A space owned by `owner` with `others` as members; returns (space id, general channel id).
-async fn space(app: &TestApp, owner: &TestUser, others: &[&TestUser]) -> (String, String) {
-    let s = app.post("/spaces/", Some(&owner.access), json!({"name": "Chat"})).await;
-    let sid = s.body["id"].as_str().unwrap().to_string();
-    let cid = s.body["channels"][0]["id"].as_str().unwrap().to_string();
-    let code = app
-        .post(&format!("/spaces/{sid}/invites/"), Some(&owner.access), json!({}))
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for u in others {
-        app.post(&format!("/spaces/join/{code}"), Some(&u.access), json!({}))
-            .await
-            .expect(200, None);
-    }
-    (sid, cid)
-}
-
-async fn befriend(app: &TestApp, a: &TestUser, b: &TestUser) -> String {
-    app.post(&format!("/relations/{}/request", b.id), Some(&a.access), json!({}))
-        .await
-        .expect(200, None);
-    app.post(&format!("/relations/{}/accept", a.id), Some(&b.access), json!({}))
-        .await
-        .expect(200, None);
-    let dm = app
-        .post(&format!("/relations/{}/dm", b.id), Some(&a.access), json!({}))
-        .await;
-    dm.expect(200, None);
-    dm.body["id"].as_str().unwrap().to_string()
 }
 
 /// Inserts `n` messages straight into the database, in id order; returns their ids.
@@ -76,21 +35,13 @@ async fn seed_messages(app: &TestApp, channel: &str, author: &str, n: usize) -> 
     out
 }
 
-fn ids(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn sending_and_reading_messages() {
     let app = TestApp::spawn().await;
     let (ann, ben) = (app.register("Ann").await, app.register("Ben").await);
     let (sid, cid) = space(&app, &ann, &[&ben]).await;
     let base = format!("/spaces/{sid}/channels/{cid}/messages/");
-    let mut space_events = app.capture(&[Topic::space(uuid::Uuid::parse_str(&sid).unwrap())]).await;
+    let mut space_events = app.capture(&[space_topic(&sid)]).await;
     let sent = app
         .post(&base, Some(&ann.access), json!({"content": "  hello  "}))
         .await;
@@ -199,13 +150,7 @@ async fn message_rules() {
         .await
         .expect(404, Some("NotFound"));
     // A message of another channel is not found here (Mikoto defect: messages.get unchecked).
-    let elsewhere = app
-        .post(&format!("/spaces/{sid}/channels/"), a, json!({"name": "two"}))
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let elsewhere = channel(&app, &ann, &sid, "two").await;
     let m = app
         .post(
             &format!("/spaces/{sid}/channels/{elsewhere}/messages/"),
@@ -237,13 +182,7 @@ async fn message_rules() {
         .expect(400, Some("WrongChannelType"));
     }
     // SEND_MESSAGES is checked per channel.
-    app.put(
-        &format!("/spaces/{sid}/channels/{cid}/overrides/{}", ben.id),
-        a,
-        json!({"targetType": "MEMBER", "allow": "0", "deny": "8192"}),
-    )
-    .await
-    .expect(200, None);
+    set_override(&app, &ann, &sid, &cid, Target::Member(&ben.id), 0, 8192).await;
     app.post(&base, Some(&ben.access), json!({"content": "muted"}))
         .await
         .expect(403, Some("InsufficientPermissions"));
@@ -253,13 +192,7 @@ async fn message_rules() {
         .as_str()
         .unwrap()
         .to_string();
-    app.put(
-        &format!("/spaces/{sid}/channels/{cid}/overrides/{}", ben.id),
-        a,
-        json!({"targetType": "MEMBER", "allow": "512", "deny": "0"}),
-    )
-    .await
-    .expect(200, None);
+    set_override(&app, &ann, &sid, &cid, Target::Member(&ben.id), 512, 0).await;
     app.delete(&format!("{base}{victim}"), Some(&ben.access))
         .await
         .expect(200, None);
@@ -272,24 +205,8 @@ async fn members_without_view_get_no_message_events_topic_is_filtered_at_deliver
     let app = TestApp::spawn().await;
     let (ann, ben) = (app.register("Ann").await, app.register("Ben").await);
     let (sid, _) = space(&app, &ann, &[&ben]).await;
-    let hidden = app
-        .post(
-            &format!("/spaces/{sid}/channels/"),
-            Some(&ann.access),
-            json!({"name": "hidden"}),
-        )
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    app.put(
-        &format!("/spaces/{sid}/channels/{hidden}/overrides/{}", ben.id),
-        Some(&ann.access),
-        json!({"targetType": "MEMBER", "allow": "0", "deny": "4096"}),
-    )
-    .await
-    .expect(200, None);
+    let hidden = channel(&app, &ann, &sid, "hidden").await;
+    set_override(&app, &ann, &sid, &hidden, Target::Member(&ben.id), 0, 4096).await;
     let base = format!("/spaces/{sid}/channels/{hidden}/messages/");
     let m = app.post(&base, Some(&ann.access), json!({"content": "secret"})).await;
     let mid = m.body["id"].as_str().unwrap();
@@ -468,7 +385,7 @@ async fn idempotent_sends() {
             .json(&json!({"content": content}));
         async move { TestApp::read(req.send().await.unwrap()).await }
     };
-    let mut events = app.capture(&[Topic::space(uuid::Uuid::parse_str(&sid).unwrap())]).await;
+    let mut events = app.capture(&[space_topic(&sid)]).await;
     let first = send("retry-1", "once").await;
     first.expect(200, None);
     Capture::expect_op(Some(next(&mut events).await), "messages.onCreate");
@@ -525,8 +442,8 @@ async fn idempotent_sends() {
 async fn friend_requests_and_events() {
     let app = TestApp::spawn().await;
     let (ann, ben) = (app.register("Ann").await, app.register("Ben").await);
-    let mut anns = app.capture(&[user_topic(&ann)]).await;
-    let mut bens = app.capture(&[user_topic(&ben)]).await;
+    let mut anns = app.capture(&[user_topic(&ann.id)]).await;
+    let mut bens = app.capture(&[user_topic(&ben.id)]).await;
     let r = app
         .post(&format!("/relations/{}/request", ben.id), Some(&ann.access), json!({}))
         .await;
@@ -637,8 +554,8 @@ async fn mikoto_defect_block_bypass_by_deleting_the_other_users_block() {
     )
     .await
     .expect(200, None);
-    let mut anns = app.capture(&[user_topic(&ann)]).await;
-    let mut bens = app.capture(&[user_topic(&ben)]).await;
+    let mut anns = app.capture(&[user_topic(&ann.id)]).await;
+    let mut bens = app.capture(&[user_topic(&ben.id)]).await;
     let r = app
         .post(&format!("/relations/{}/block", ben.id), Some(&ann.access), json!({}))
         .await;
@@ -721,9 +638,9 @@ async fn direct_messages_and_mikoto_defect_dm_existence_revealed_by_403() {
         .await
         .expect(200, None);
     let (_, general) = space(&app, &ann, &[]).await;
-    let mut anns = app.capture(&[user_topic(&ann)]).await;
-    let mut bens = app.capture(&[user_topic(&ben)]).await;
-    let mut cats = app.capture(&[user_topic(&cat)]).await;
+    let mut anns = app.capture(&[user_topic(&ann.id)]).await;
+    let mut bens = app.capture(&[user_topic(&ben.id)]).await;
+    let mut cats = app.capture(&[user_topic(&cat.id)]).await;
     let dm = app
         .post(&format!("/relations/{}/dm", ben.id), Some(&ann.access), json!({}))
         .await;
@@ -888,17 +805,7 @@ async fn message_rate_limit_is_per_user_and_channel() {
     app.post(&base, Some(&ann.access), json!({"content": "one too many"}))
         .await
         .expect(429, Some("RateLimited"));
-    let other = app
-        .post(
-            &format!("/spaces/{sid}/channels/"),
-            Some(&ann.access),
-            json!({"name": "other"}),
-        )
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let other = channel(&app, &ann, &sid, "other").await;
     app.post(
         &format!("/spaces/{sid}/channels/{other}/messages/"),
         Some(&ann.access),

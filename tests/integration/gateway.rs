@@ -1,50 +1,15 @@
 //! The real-time gateway `/ws` (spec §7, §8, §12.8) over real sockets, with real Redis.
 
-mod common;
-
 use std::time::Duration;
 
-use common::ws::{Read, WsClient};
-use common::{TestApp, TestUser};
+use crate::common::fixtures::{Target, befriend, channel, id, set_override, space};
+use crate::common::ws::{Read, WsClient};
+use crate::common::{TestApp, TestUser};
 use serde_json::{Value, json};
 
 /// How long a negative check waits for an event that must not come.
 const QUIET: Duration = Duration::from_millis(400);
 const LONG: Duration = Duration::from_secs(10);
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().expect("id").to_string()
-}
-
-/// A space owned by `owner` with `others` as members; returns (space id, general channel id).
-async fn space(app: &TestApp, owner: &TestUser, others: &[&TestUser]) -> (String, String) {
-    let s = app.post("/spaces/", Some(&owner.access), json!({"name": "Chat"})).await;
-    s.expect(200, None);
-    let sid = id(&s.body);
-    let cid = id(&s.body["channels"][0]);
-    let invite = app
-        .post(&format!("/spaces/{sid}/invites/"), Some(&owner.access), json!({}))
-        .await;
-    let code = id(&invite.body);
-    for u in others {
-        app.post(&format!("/spaces/join/{code}"), Some(&u.access), json!({}))
-            .await
-            .expect(200, None);
-    }
-    (sid, cid)
-}
-
-async fn channel(app: &TestApp, owner: &TestUser, sid: &str, name: &str) -> String {
-    let c = app
-        .post(
-            &format!("/spaces/{sid}/channels/"),
-            Some(&owner.access),
-            json!({"name": name}),
-        )
-        .await;
-    c.expect(200, None);
-    id(&c.body)
-}
 
 /// Posts a message through the REST API.
 async fn say(app: &TestApp, user: &TestUser, sid: &str, cid: &str, text: &str) -> String {
@@ -97,37 +62,11 @@ async fn hide_from_everyone(app: &TestApp, owner: &TestUser, sid: &str, cid: &st
         .find(|r| r["name"] == "@everyone")
         .map(id)
         .unwrap();
-    app.put(
-        &format!("/spaces/{sid}/channels/{cid}/overrides/{everyone}"),
-        Some(&owner.access),
-        json!({"targetType": "ROLE", "allow": "0", "deny": "4096"}),
-    )
-    .await
-    .expect(200, None);
+    set_override(app, owner, sid, cid, Target::Role(&everyone), 0, 4096).await;
 }
 
 async fn allow_member(app: &TestApp, owner: &TestUser, sid: &str, cid: &str, user: &TestUser) {
-    app.put(
-        &format!("/spaces/{sid}/channels/{cid}/overrides/{}", user.id),
-        Some(&owner.access),
-        json!({"targetType": "MEMBER", "allow": "4096", "deny": "0"}),
-    )
-    .await
-    .expect(200, None);
-}
-
-async fn befriend(app: &TestApp, a: &TestUser, b: &TestUser) -> String {
-    app.post(&format!("/relations/{}/request", b.id), Some(&a.access), json!({}))
-        .await
-        .expect(200, None);
-    app.post(&format!("/relations/{}/accept", a.id), Some(&b.access), json!({}))
-        .await
-        .expect(200, None);
-    let dm = app
-        .post(&format!("/relations/{}/dm", b.id), Some(&a.access), json!({}))
-        .await;
-    dm.expect(200, None);
-    id(&dm.body)
+    set_override(app, owner, sid, cid, Target::Member(&user.id), 4096, 0).await;
 }
 
 /// The message ids of `messages.onCreate` events logged by a client.
@@ -195,7 +134,10 @@ async fn legacy_token_query() {
 
 #[tokio::test]
 async fn authentication_failures_and_decode_errors() {
-    let app = TestApp::spawn_with(true, |c| c.ws_auth_timeout = Duration::from_millis(500)).await;
+    let app = TestApp::builder()
+        .config(|c| c.ws_auth_timeout = Duration::from_millis(500))
+        .spawn()
+        .await;
     let alice = app.register("Alice").await;
 
     let mut c = app.ws_open("").await;
@@ -277,7 +219,10 @@ async fn frame_size_and_command_rate_limits() {
 
 #[tokio::test]
 async fn heartbeat_pings_and_dead_connections_close_4009() {
-    let app = TestApp::spawn_with(true, |c| c.ws_heartbeat_interval = Duration::from_millis(200)).await;
+    let app = TestApp::builder()
+        .config(|c| c.ws_heartbeat_interval = Duration::from_millis(200))
+        .spawn()
+        .await;
     let alice = app.register("Alice").await;
     let mut c = app.ws_auth(&alice).await;
     // A client that reads answers the server's Pings (tungstenite does it) and stays.
@@ -636,7 +581,10 @@ async fn an_event_published_twice_is_delivered_once() {
 
 #[tokio::test]
 async fn resume_failures_and_replacement() {
-    let app = TestApp::spawn_with(true, |c| c.ws_resume_window = Duration::from_millis(1500)).await;
+    let app = TestApp::builder()
+        .config(|c| c.ws_resume_window = Duration::from_millis(1500))
+        .spawn()
+        .await;
     let alice = app.register("Alice").await;
     let bob = app.register("Bob").await;
     let mut c = app.ws_auth(&alice).await;
@@ -712,7 +660,7 @@ async fn slow_consumers_are_closed_with_4010_and_can_resume() {
     use alterego::functions::bus::Topic;
     use alterego::functions::ids::UserId;
     // The in-process bus: tens of MiB through Redis pub/sub would only test Redis's buffers.
-    let app = TestApp::spawn_with(false, |_| {}).await;
+    let app = TestApp::builder().without_redis().spawn().await;
     let alice = app.register("Alice").await;
     let bob = app.register("Bob").await;
     let mut slow = app.ws_auth(&alice).await;
@@ -835,7 +783,7 @@ async fn a_silent_owner_means_invalid_session() {
     let alice = app.register("Alice").await;
     // A registry entry whose owner instance is gone (crashed): nobody answers the take-over.
     let session = uuid::Uuid::now_v7();
-    let mut redis = redis::Client::open(common::redis_url())
+    let mut redis = redis::Client::open(crate::common::redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -911,7 +859,10 @@ async fn private_redis() -> PrivateRedis {
 async fn a_lost_bus_connection_means_resync_never_silent_loss() {
     let redis = private_redis().await;
     let url = redis.url.clone();
-    let app = TestApp::spawn_with(true, move |c| c.redis_url = Some(url)).await;
+    let app = TestApp::builder()
+        .config(move |c| c.redis_url = Some(url))
+        .spawn()
+        .await;
     let owner = app.register("Owner").await;
     let reader = app.register("Reader").await;
     let (sid, general) = space(&app, &owner, &[&reader]).await;
@@ -979,7 +930,10 @@ async fn graceful_shutdown_closes_1001_and_sessions_move() {
 
 #[tokio::test]
 async fn presence_with_debounce() {
-    let app = TestApp::spawn_with(true, |c| c.presence_offline_debounce = Duration::from_millis(600)).await;
+    let app = TestApp::builder()
+        .config(|c| c.presence_offline_debounce = Duration::from_millis(600))
+        .spawn()
+        .await;
     let alice = app.register("Alice").await;
     let bob = app.register("Bob").await;
     let carol = app.register("Carol").await;
@@ -1035,11 +989,13 @@ async fn presence_with_debounce() {
 /// every member); a smaller shared space still does.
 #[tokio::test]
 async fn presence_skips_spaces_above_the_limit() {
-    let app = TestApp::spawn_with(true, |c| {
-        c.presence_offline_debounce = Duration::from_millis(400);
-        c.presence_space_limit = 2;
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.presence_offline_debounce = Duration::from_millis(400);
+            c.presence_space_limit = 2;
+        })
+        .spawn()
+        .await;
     let alice = app.register("Alice").await;
     let bob = app.register("Bob").await;
     let carol = app.register("Carol").await;
@@ -1112,7 +1068,7 @@ async fn chaos_reader(
         moved: 0,
         history: Vec::new(),
     };
-    let take = |out: &mut ChaosOutcome, f: &common::ws::Frame| match f.op.as_str() {
+    let take = |out: &mut ChaosOutcome, f: &crate::common::ws::Frame| match f.op.as_str() {
         "messages.onCreate" => {
             let id = id(&f.data);
             assert!(out.got.insert(id.clone()), "{} got {id} twice", user.name);
@@ -1305,10 +1261,10 @@ async fn upgrades_count_against_ws_connect() {
 /// every schema resolvable.
 #[tokio::test]
 async fn the_api_document_describes_the_websocket() {
-    let app = TestApp::spawn_with(false, |_| {}).await;
+    let app = TestApp::builder().without_redis().spawn().await;
     let doc = app.get("/api.json", None).await.body;
-    let mikoto: Value =
-        serde_json::from_str(&std::fs::read_to_string("tests/fixtures/mikoto-api.json").unwrap()).unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mikoto-api.json");
+    let mikoto: Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
     let ws = &doc["websocket"];
     for kind in ["commands", "events"] {
         for (op, schema) in mikoto["websocket"][kind].as_object().unwrap() {

@@ -1,11 +1,9 @@
 //! The API reference page renders in a real headless browser and lists the operations
 //! (spec §4.19), with only what alterego itself serves (its CSP forbids anything else).
 
-mod common;
-
 use std::process::Command;
 
-use common::TestApp;
+use crate::common::TestApp;
 
 /// Runs headless Chromium on `url` and returns the DOM after the page's scripts ran.
 fn rendered_dom(url: &str) -> String {

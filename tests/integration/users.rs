@@ -1,17 +1,10 @@
 //! `GET/PATCH /users/me` (spec §4.4) and its `users.onUpdate` event.
 
-mod common;
-
 use std::time::Duration;
 
-use alterego::functions::bus::Topic;
-use alterego::functions::ids::UserId;
-use common::{Capture, TestApp};
+use crate::common::fixtures::profile_topic;
+use crate::common::{Capture, TestApp};
 use serde_json::json;
-
-fn profile_topic(id: &str) -> Topic {
-    Topic::profile(UserId(uuid::Uuid::parse_str(id).unwrap()))
-}
 
 #[tokio::test]
 async fn patch_semantics_and_event() {
@@ -135,7 +128,7 @@ async fn each_user_sees_only_themselves() {
 
 #[tokio::test]
 async fn in_process_bus_delivers_too() {
-    let app = TestApp::spawn_with(false, |_| {}).await;
+    let app = TestApp::builder().without_redis().spawn().await;
     let alice = app.register("Alice").await;
     let mut events = app.capture(&[profile_topic(&alice.id)]).await;
     app.patch("/users/me", Some(&alice.access), json!({"name": "Alicia"}))

@@ -1,8 +1,12 @@
 //! The integration-test harness: the real server on an ephemeral port, a fresh database cloned
 //! from a migrated template, an isolated Redis namespace, HTTP/WebSocket clients and a bus
 //! capture. Tests run in parallel and never see each other's data.
-#![allow(dead_code)]
+//!
+//! A server: `TestApp::spawn()`, or [`TestApp::builder`] for one with adjusted configuration or
+//! state. The spaces, channels, roles, friendships and DMs tests start from are built by
+//! [`fixtures`].
 
+pub mod fixtures;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -185,37 +189,90 @@ pub fn random_ip() -> String {
     format!("10.{}.{}.{}", b[0], b[1], b[2])
 }
 
+/// Adjusts a test server's configuration or state before it starts.
+type Adjust<'a, T> = Box<dyn FnOnce(&mut T) + Send + 'a>;
+
+/// How to build a [`TestApp`]: [`TestApp::builder`], the adjustments, then
+/// [`TestAppBuilder::spawn`]. Adjustments run in the order they were given.
+#[must_use = "a builder does nothing until `spawn`"]
+pub struct TestAppBuilder<'a> {
+    redis: bool,
+    config: Vec<Adjust<'a, Config>>,
+    state: Vec<Adjust<'a, AppState>>,
+}
+
+impl<'a> TestAppBuilder<'a> {
+    /// In-process backends (bus, rate limits) instead of Redis.
+    pub fn without_redis(mut self) -> Self {
+        self.redis = false;
+        self
+    }
+
+    /// Adjusts the configuration (already pointed at this test's database, Redis namespace and
+    /// media fixture).
+    pub fn config(mut self, adjust: impl FnOnce(&mut Config) + Send + 'a) -> Self {
+        self.config.push(Box::new(adjust));
+        self
+    }
+
+    /// Adjusts the state before the server starts (e.g. a fake `domain_probe` for handle
+    /// verification).
+    pub fn state(mut self, adjust: impl FnOnce(&mut AppState) + Send + 'a) -> Self {
+        self.state.push(Box::new(adjust));
+        self
+    }
+
+    /// The media backend (local by default).
+    pub fn media(self, storage: alterego::config::MediaStorage) -> Self {
+        self.config(move |c| c.media_storage = storage)
+    }
+
+    /// Creates the database, the media fixture and the state, and starts the server.
+    pub async fn spawn(self) -> TestApp {
+        let admin_url = database_url();
+        let db_name = fresh_database(&admin_url).await;
+        let mut config = test_config(&with_database(&admin_url, &db_name), self.redis);
+        let media = MediaFixture::start().await;
+        media.configure(&mut config);
+        for adjust in self.config {
+            adjust(&mut config);
+        }
+        let mut state = TestApp::new_state(config).await;
+        for adjust in self.state {
+            adjust(&mut state);
+        }
+        TestApp::serve(state, admin_url, db_name, media).await
+    }
+}
+
 impl TestApp {
     /// A server with Redis (bus, rate limits) in its own namespace.
     pub async fn spawn() -> TestApp {
-        Self::spawn_with(true, |_| {}).await
+        Self::builder().spawn().await
     }
 
-    /// A server whose configuration the test adjusts; `redis: false` uses in-process backends.
-    pub async fn spawn_with(redis: bool, adjust: impl FnOnce(&mut Config)) -> TestApp {
-        Self::spawn_with_state(redis, adjust, |_| {}).await
+    /// A server to configure: `TestApp::builder().without_redis().config(|c| ..).spawn()`.
+    pub fn builder<'a>() -> TestAppBuilder<'a> {
+        TestAppBuilder {
+            redis: true,
+            config: Vec::new(),
+            state: Vec::new(),
+        }
     }
 
-    /// [`TestApp::spawn_with`], and the state is adjusted before the server starts (e.g. a fake
-    /// `domain_probe` for handle verification).
-    pub async fn spawn_with_state(
-        redis: bool,
-        adjust: impl FnOnce(&mut Config),
-        adjust_state: impl FnOnce(&mut AppState),
-    ) -> TestApp {
-        let admin_url = database_url();
-        let db_name = fresh_database(&admin_url).await;
-        let mut config = test_config(&with_database(&admin_url, &db_name), redis);
-        let media = MediaFixture::start().await;
-        media.configure(&mut config);
-        adjust(&mut config);
+    /// The state of a server with `config` (its own pool, an in-memory mailer).
+    async fn new_state(config: Config) -> AppState {
         let pool = alterego::db::connect(&config.database_url, config.database_max_connections, false)
             .await
             .expect("connect test database");
-        let mut state = AppState::new(config, pool, Some(Mailer::memory()))
+        AppState::new(config, pool, Some(Mailer::memory()))
             .await
-            .expect("state");
-        adjust_state(&mut state);
+            .expect("state")
+    }
+
+    /// Serves `state` on an ephemeral port. `db_name` is the database dropped with the server
+    /// (empty: it belongs to another instance).
+    async fn serve(state: AppState, admin_url: String, db_name: String, media: MediaFixture) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
@@ -462,9 +519,7 @@ impl Capture {
 // ephemeral port, verifying SigV4 with static keys — and its own local media directory. The
 // server's configuration points at both; `MEDIA_STORAGE` (local by default) picks the backend:
 //
-//     TestApp::spawn_with(true, |c| c.media_storage = MediaStorage::S3)
-//
-// or `TestApp::spawn_media(MediaStorage::S3)`.
+//     TestApp::builder().media(MediaStorage::S3).spawn().await
 
 pub const S3_ACCESS_KEY: &str = "alterego-test-key";
 pub const S3_SECRET_KEY: &str = "alterego-test-secret-key";
@@ -476,8 +531,9 @@ pub const S3_REGION: &str = "us-east-1";
 pub struct MediaFixture {
     /// `http://127.0.0.1:<port>`.
     pub s3_endpoint: String,
-    /// The S3 server's file-system root; the bucket is the directory `S3_BUCKET` in it.
-    pub s3_root: tempfile::TempDir,
+    /// The S3 server's file-system root (the bucket is the directory `S3_BUCKET` in it), held
+    /// so that it is removed with the fixture.
+    _s3_root: tempfile::TempDir,
     /// The local backend's `MEDIA_LOCAL_DIR`.
     pub local_dir: tempfile::TempDir,
     s3_shutdown: Option<oneshot::Sender<()>>,
@@ -510,7 +566,7 @@ impl MediaFixture {
         });
         MediaFixture {
             s3_endpoint: format!("http://{addr}"),
-            s3_root,
+            _s3_root: s3_root,
             local_dir: tempfile::tempdir().expect("media dir"),
             s3_shutdown: Some(tx),
         }
@@ -558,11 +614,6 @@ impl RawResp {
 }
 
 impl TestApp {
-    /// A server (with Redis) whose media backend is `storage`.
-    pub async fn spawn_media(storage: alterego::config::MediaStorage) -> TestApp {
-        Self::spawn_with(true, |c| c.media_storage = storage).await
-    }
-
     /// Uploads `bytes` as the Mikoto web client does: multipart field `file` with a filename.
     pub async fn upload(
         &self,

@@ -16,12 +16,11 @@
 //! Each matrix test spawns its own server; sections are separate tests so that they run in
 //! parallel and each owner stays well inside the `general` rate limit (1200 requests a minute).
 
-mod common;
-
 use std::collections::BTreeSet;
 
+use crate::common::fixtures::ids;
+use crate::common::{PASSWORD, Resp, TestApp};
 use base64::Engine as _;
-use common::{PASSWORD, Resp, TestApp};
 use futures_util::StreamExt as _;
 use futures_util::future::join_all;
 use reqwest::Method;
@@ -347,15 +346,6 @@ fn text(v: &Value) -> String {
     v.as_str()
         .unwrap_or_else(|| panic!("expected a string, got {v}"))
         .to_string()
-}
-
-/// The ids of a JSON array of objects.
-fn ids(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("expected an array, got {v}"))
-        .iter()
-        .map(|x| text(&x["id"]))
-        .collect()
 }
 
 fn overwrite(kind: &str, allow: u64, deny: u64) -> Value {

@@ -3,12 +3,9 @@
 
 use std::time::Duration;
 
-use alterego::functions::mail::Mailer;
-use alterego::state::AppState;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -78,33 +75,14 @@ impl TestApp {
     /// A second server on this test's database and Redis namespace (spec §8.2): another
     /// instance of the same deployment. Its drop leaves the database alone.
     pub async fn spawn_peer(&self) -> TestApp {
-        let config = (*self.state.config).clone();
-        let pool = alterego::db::connect(&config.database_url, config.database_max_connections, false)
-            .await
-            .expect("connect test database");
-        let state = AppState::new(config, pool, Some(Mailer::memory()))
-            .await
-            .expect("state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = oneshot::channel::<()>();
-        let server_state = state.clone();
-        tokio::spawn(async move {
-            let _ = alterego::serve(listener, server_state, async {
-                let _ = rx.await;
-            })
-            .await;
-        });
-        TestApp {
-            addr,
-            base: format!("http://{addr}"),
+        let state = Self::new_state((*self.state.config).clone()).await;
+        Self::serve(
             state,
-            http: reqwest::Client::builder().build().expect("client"),
-            admin_url: self.admin_url.clone(),
-            db_name: String::new(),
-            shutdown: Some(tx),
-            media: MediaFixture::start().await,
-        }
+            self.admin_url.clone(),
+            String::new(),
+            MediaFixture::start().await,
+        )
+        .await
     }
 
     /// Starts a graceful shutdown (as on SIGTERM, spec §8.6).

@@ -1,8 +1,6 @@
 //! Accounts and sessions over HTTP (spec §4.2, §4.17, §6).
 
-mod common;
-
-use common::{PASSWORD, TestApp};
+use crate::common::{PASSWORD, TestApp};
 use reqwest::Method;
 use serde_json::json;
 
@@ -88,7 +86,7 @@ async fn register_login_refresh_reuse_change_reset_logout_all() {
     let mail = app.wait_for_mail(1).await;
     assert_eq!(mail.to, alice.email);
     assert!(mail.body.contains("http://web.alterego.test/forgotpassword/"));
-    let token = common::reset_token(&mail);
+    let token = crate::common::reset_token(&mail);
     let confirm = app
         .post(
             "/account/reset_password/submit",
@@ -221,7 +219,10 @@ async fn register_validation_and_duplicates() {
 
 #[tokio::test]
 async fn registration_can_be_closed() {
-    let app = TestApp::spawn_with(true, |c| c.registration_enabled = false).await;
+    let app = TestApp::builder()
+        .config(|c| c.registration_enabled = false)
+        .spawn()
+        .await;
     let r = app
         .post(
             "/account/register",
@@ -310,7 +311,10 @@ async fn expired_refresh_token() {
 
 #[tokio::test]
 async fn grace_window_can_be_disabled() {
-    let app = TestApp::spawn_with(true, |c| c.refresh_reuse_grace = std::time::Duration::ZERO).await;
+    let app = TestApp::builder()
+        .config(|c| c.refresh_reuse_grace = std::time::Duration::ZERO)
+        .spawn()
+        .await;
     let alice = app.register("Alice").await;
     app.post("/account/refresh", None, json!({"refreshToken": alice.refresh}))
         .await
@@ -392,7 +396,7 @@ async fn reset_password_reveals_nothing_and_rotates_tokens() {
         .await
         .expect(200, None);
     let second = app.wait_for_mail(2).await;
-    let token = common::reset_token;
+    let token = crate::common::reset_token;
     // A new token invalidates the earlier one.
     app.post(
         "/account/reset_password/submit",
@@ -447,7 +451,7 @@ async fn expired_reset_token() {
         .await
         .expect(200, None);
     let mail = app.wait_for_mail(1).await;
-    let token = common::reset_token(&mail);
+    let token = crate::common::reset_token(&mail);
     sqlx::query("UPDATE password_reset_tokens SET expires_at = now() - interval '1 second'")
         .execute(app.db())
         .await
@@ -528,7 +532,7 @@ async fn revocations_are_announced_on_the_bus() {
     app.call(Method::POST, "/account/logout_all", Some(&alice.access), None)
         .await
         .expect(200, None);
-    let ev = common::Capture::expect_op(cap.next(std::time::Duration::from_secs(2)).await, "sessions.revoked");
+    let ev = crate::common::Capture::expect_op(cap.next(std::time::Duration::from_secs(2)).await, "sessions.revoked");
     assert_eq!(ev.data["userId"], alice.id);
 }
 

@@ -2,17 +2,14 @@
 //! server. The success paths of verification run with a fake `DomainProbe` (this machine has no
 //! internet); the failure paths also run with the real one, against a domain that cannot exist.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alterego::functions::bus::Topic;
-use alterego::functions::ids::UserId;
+use crate::common::fixtures::{assign_role, profile_topic, ranked_role, space, space_topic};
+use crate::common::{Capture, TestApp};
 use alterego::functions::verification::DomainProbe;
 use base64::Engine;
-use common::{Capture, TestApp, TestUser};
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
@@ -65,38 +62,13 @@ impl DomainProbe for FakeProbe {
 async fn spawn_fake() -> (TestApp, Arc<FakeProbe>) {
     let probe = Arc::new(FakeProbe::default());
     let p = probe.clone();
-    let app = TestApp::spawn_with_state(true, |_| {}, move |s| s.domain_probe = p).await;
+    let app = TestApp::builder().state(move |s| s.domain_probe = p).spawn().await;
     (app, probe)
 }
 
 fn is_wire_time(v: &Value) -> bool {
     v.as_str()
         .is_some_and(|s| s.len() == 24 && s.ends_with('Z') && s.as_bytes()[10] == b'T' && s.as_bytes()[19] == b'.')
-}
-
-async fn space_of(app: &TestApp, owner: &TestUser, members: &[&TestUser]) -> String {
-    let t = Some(owner.access.as_str());
-    let space = app.post("/spaces/", t, json!({"name": "Team"})).await;
-    space.expect(200, None);
-    let sid = space.body["id"].as_str().unwrap().to_string();
-    if !members.is_empty() {
-        let invite = app.post(&format!("/spaces/{sid}/invites/"), t, json!({})).await;
-        let code = invite.body["id"].as_str().unwrap().to_string();
-        for m in members {
-            app.post(&format!("/spaces/join/{code}"), Some(&m.access), json!({}))
-                .await
-                .expect(200, None);
-        }
-    }
-    sid
-}
-
-fn user_topic(u: &TestUser) -> Topic {
-    Topic::profile(UserId(uuid::Uuid::parse_str(&u.id).unwrap()))
-}
-
-fn space_topic(sid: &str) -> Topic {
-    Topic::space(uuid::Uuid::parse_str(sid).unwrap())
 }
 
 #[tokio::test]
@@ -117,11 +89,14 @@ async fn instance_info_publishes_the_configured_domains_and_key() {
 
     let public = base64::engine::general_purpose::STANDARD.encode([3u8; 32]);
     let key = public.clone();
-    let app = TestApp::spawn_with(false, move |c| {
-        c.instance_domain = "chat.example.org".into();
-        c.handle_public_key = Some(key);
-    })
-    .await;
+    let app = TestApp::builder()
+        .without_redis()
+        .config(move |c| {
+            c.instance_domain = "chat.example.org".into();
+            c.handle_public_key = Some(key);
+        })
+        .spawn()
+        .await;
     let r = app.get("/.well-known/mikoto/instance.json", None).await;
     assert_eq!(r.body["domain"], "chat.example.org");
     assert_eq!(r.body["handleDomain"], "alterego.test");
@@ -147,7 +122,7 @@ async fn handles_resolve_case_insensitively_for_users_and_spaces() {
         .await
         .expect(404, Some("NotFound"));
 
-    let sid = space_of(&app, &alice, &[]).await;
+    let (sid, _) = space(&app, &alice, &[]).await;
     app.patch(
         &format!("/spaces/{sid}"),
         Some(&alice.access),
@@ -166,8 +141,8 @@ async fn users_set_and_release_their_handles() {
     let alice = app.register("Alice").await;
     let bob = app.register("Bob").await;
     let a = Some(alice.access.as_str());
-    let sid = space_of(&app, &alice, &[&bob]).await;
-    let mut profile = app.capture(&[user_topic(&alice)]).await;
+    let (sid, _) = space(&app, &alice, &[&bob]).await;
+    let mut profile = app.capture(&[profile_topic(&alice.id)]).await;
     let mut space = app.capture(&[space_topic(&sid)]).await;
 
     let r = app.post("/users/me/handle", a, json!({"handle": "  New_Name "})).await;
@@ -389,8 +364,8 @@ async fn users_verify_by_dns_and_the_domain_moves_between_holders() {
     let alice = app.register("Alice").await;
     let bob = app.register("Bob").await;
     let a = Some(alice.access.as_str());
-    let sid = space_of(&app, &alice, &[&bob]).await;
-    let mut alice_profile = app.capture(&[user_topic(&alice)]).await;
+    let (sid, _) = space(&app, &alice, &[&bob]).await;
+    let mut alice_profile = app.capture(&[profile_topic(&alice.id)]).await;
     let mut space = app.capture(&[space_topic(&sid)]).await;
 
     let c = app
@@ -442,7 +417,7 @@ async fn users_verify_by_dns_and_the_domain_moves_between_holders() {
         .expect(400, Some("CustomDomainRequiresVerification"));
 
     // Bob proves control too: the domain moves to him, and Alice hears of it.
-    let mut bob_profile = app.capture(&[user_topic(&bob)]).await;
+    let mut bob_profile = app.capture(&[profile_topic(&bob.id)]).await;
     let c = app
         .post("/users/me/handle/verify", b, json!({"handle": "example.org"}))
         .await;
@@ -470,7 +445,7 @@ async fn spaces_verify_by_well_known_file_and_take_a_domain_from_a_user() {
     let owner = app.register("Owner").await;
     let holder = app.register("Holder").await;
     let t = Some(owner.access.as_str());
-    let sid = space_of(&app, &owner, &[]).await;
+    let (sid, _) = space(&app, &owner, &[]).await;
     app.patch(&format!("/spaces/{sid}"), t, json!({"handle": "team"}))
         .await
         .expect(200, None);
@@ -491,7 +466,7 @@ async fn spaces_verify_by_well_known_file_and_take_a_domain_from_a_user() {
     assert_eq!(r.body, json!({"success": true, "method": "well-known", "error": null}));
 
     let mut space = app.capture(&[space_topic(&sid)]).await;
-    let mut holder_profile = app.capture(&[user_topic(&holder)]).await;
+    let mut holder_profile = app.capture(&[profile_topic(&holder.id)]).await;
     let c = app
         .post(
             &format!("/spaces/{sid}/handle/verify"),
@@ -595,15 +570,15 @@ async fn verified_domains_are_attested_when_a_key_is_configured() {
     let p = probe.clone();
     let (private_b64, public_b64) = (b64.encode(seed), b64.encode(&public));
     let published = public_b64.clone();
-    let app = TestApp::spawn_with_state(
-        false,
-        move |c| {
+    let app = TestApp::builder()
+        .without_redis()
+        .config(move |c| {
             c.handle_private_key = Some(private_b64);
             c.handle_public_key = Some(public_b64);
-        },
-        move |s| s.domain_probe = p,
-    )
-    .await;
+        })
+        .state(move |s| s.domain_probe = p)
+        .spawn()
+        .await;
     assert_eq!(
         app.get("/.well-known/mikoto/instance.json", None).await.body["publicKey"],
         published
@@ -659,7 +634,7 @@ async fn space_verification_requires_membership_and_manage_space() {
     let owner = app.register("Owner").await;
     let member = app.register("Member").await;
     let stranger = app.register("Stranger").await;
-    let sid = space_of(&app, &owner, &[&member]).await;
+    let (sid, _) = space(&app, &owner, &[&member]).await;
     let body = json!({"handle": "team.example.org"});
     for suffix in ["verify", "verify/complete"] {
         let path = format!("/spaces/{sid}/handle/{suffix}");
@@ -690,25 +665,9 @@ async fn space_verification_requires_membership_and_manage_space() {
     }
     // MANAGE_SPACE through a role is enough.
     let t = Some(owner.access.as_str());
-    let role = app
-        .post(&format!("/spaces/{sid}/roles/"), t, json!({"name": "Admins"}))
-        .await;
-    let rid = role.body["id"].as_str().unwrap().to_string();
     let manage_space = alterego::functions::permissions::Permissions::MANAGE_SPACE.bits();
-    app.patch(
-        &format!("/spaces/{sid}/roles/{rid}"),
-        t,
-        json!({"permissions": manage_space.to_string(), "position": 0}),
-    )
-    .await
-    .expect(200, None);
-    app.post(
-        &format!("/spaces/{sid}/members/{}/roles/{rid}", member.id),
-        t,
-        json!({}),
-    )
-    .await
-    .expect(200, None);
+    let rid = ranked_role(&app, &owner, &sid, "Admins", manage_space, 0).await;
+    assign_role(&app, &owner, &sid, &member, &rid).await;
     let c = app
         .post(
             &format!("/spaces/{sid}/handle/verify"),
@@ -736,7 +695,7 @@ async fn space_verification_requires_membership_and_manage_space() {
 async fn bots_cannot_verify_domains() {
     let app = TestApp::spawn().await;
     let ann = app.register("Ann").await;
-    let sid = space_of(&app, &ann, &[]).await;
+    let (sid, _) = space(&app, &ann, &[]).await;
     let bot = app.create_bot(&ann.id, "Bot", false).await;
     let token = app
         .state
@@ -763,7 +722,7 @@ async fn completion_is_limited_by_the_verification_bucket() {
     let alice = app.register("Alice").await;
     let bob = app.register("Bob").await;
     let a = Some(alice.access.as_str());
-    let sid = space_of(&app, &alice, &[]).await;
+    let (sid, _) = space(&app, &alice, &[]).await;
     let body = json!({"handle": "example.org"});
     for i in 0..10 {
         // Both completion operations share the user's bucket.

@@ -1,46 +1,15 @@
 //! The community model over HTTP (spec §4.8–§4.16): shapes, rules, limits, cascades, events.
 
-mod common;
-
 use std::time::Duration;
 
-use alterego::functions::bus::Topic;
-use alterego::functions::ids::UserId;
-use common::{Capture, Captured, TestApp, TestUser};
+use crate::common::fixtures::{
+    Target, assign_role, channel, create_space, ranked_role, role, set_override, space, space_topic, user_topic,
+};
+use crate::common::{Capture, Captured, TestApp, TestUser};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(2);
 const QUIET: Duration = Duration::from_millis(300);
-
-fn uid(s: &str) -> UserId {
-    UserId(uuid::Uuid::parse_str(s).unwrap())
-}
-
-fn space_topic(id: &str) -> Topic {
-    Topic::space(uuid::Uuid::parse_str(id).unwrap())
-}
-
-async fn create_space(app: &TestApp, owner: &TestUser, name: &str) -> Value {
-    let r = app.post("/spaces/", Some(&owner.access), json!({"name": name})).await;
-    r.expect(200, None);
-    r.body
-}
-
-/// Owner creates a space and `others` join it with an invite.
-async fn space_with(app: &TestApp, owner: &TestUser, others: &[&TestUser]) -> String {
-    let space = create_space(app, owner, "Team").await;
-    let sid = space["id"].as_str().unwrap().to_string();
-    let invite = app
-        .post(&format!("/spaces/{sid}/invites/"), Some(&owner.access), json!({}))
-        .await;
-    let code = invite.body["id"].as_str().unwrap().to_string();
-    for u in others {
-        app.post(&format!("/spaces/join/{code}"), Some(&u.access), json!({}))
-            .await
-            .expect(200, None);
-    }
-    sid
-}
 
 async fn next(cap: &mut Capture) -> Captured {
     cap.next(WAIT).await.expect("an event")
@@ -50,7 +19,7 @@ async fn next(cap: &mut Capture) -> Captured {
 async fn space_creation_shape_and_events() {
     let app = TestApp::spawn().await;
     let alice = app.register("Alice").await;
-    let mut mine = app.capture(&[Topic::user(uid(&alice.id))]).await;
+    let mut mine = app.capture(&[user_topic(&alice.id)]).await;
     let space = create_space(&app, &alice, "  Team  ").await;
     assert_eq!(space["name"], "Team");
     assert_eq!(space["memberCount"], 1);
@@ -87,10 +56,10 @@ async fn space_creation_shape_and_events() {
 async fn join_events_are_ordered_and_scoped() {
     let app = TestApp::spawn().await;
     let (alice, bob) = (app.register("Alice").await, app.register("Bob").await);
-    let sid = space_with(&app, &alice, &[]).await;
-    let mut bobs = app.capture(&[Topic::user(uid(&bob.id))]).await;
+    let (sid, _) = space(&app, &alice, &[]).await;
+    let mut bobs = app.capture(&[user_topic(&bob.id)]).await;
     let mut space = app.capture(&[space_topic(&sid)]).await;
-    let mut both = app.capture(&[Topic::user(uid(&bob.id)), space_topic(&sid)]).await;
+    let mut both = app.capture(&[user_topic(&bob.id), space_topic(&sid)]).await;
     let invite = app
         .post(&format!("/spaces/{sid}/invites/"), Some(&alice.access), json!({}))
         .await;
@@ -106,8 +75,12 @@ async fn join_events_are_ordered_and_scoped() {
     assert_eq!(ev.data["userId"], bob.id);
     assert_eq!(ev.data["user"]["name"], "Bob");
     // spaces.onCreate to the joiner comes before members.onCreate to the space (spec §7.5).
-    assert_eq!(next(&mut both).await.op, "spaces.onCreate");
-    assert_eq!(next(&mut both).await.op, "members.onCreate");
+    let first = next(&mut both).await;
+    assert_eq!(first.op, "spaces.onCreate");
+    assert_eq!(first.topic, user_topic(&bob.id));
+    let second = next(&mut both).await;
+    assert_eq!(second.op, "members.onCreate");
+    assert_eq!(second.topic, space_topic(&sid));
     // Joining twice is a conflict, not a 500 (Mikoto defect).
     app.post(&format!("/spaces/join/{code}"), Some(&bob.access), json!({}))
         .await
@@ -123,11 +96,11 @@ async fn kick_ban_and_leave_notify_the_removed_user() {
         app.register("Carol").await,
         app.register("Dave").await,
     );
-    let sid = space_with(&app, &alice, &[&bob, &carol, &dave]).await;
+    let (sid, _) = space(&app, &alice, &[&bob, &carol, &dave]).await;
     let mut space = app.capture(&[space_topic(&sid)]).await;
 
     for (user, how) in [(&bob, "kick"), (&carol, "ban"), (&dave, "leave")] {
-        let mut theirs = app.capture(&[Topic::user(uid(&user.id))]).await;
+        let mut theirs = app.capture(&[user_topic(&user.id)]).await;
         let r = match how {
             "kick" => {
                 app.delete(&format!("/spaces/{sid}/members/{}", user.id), Some(&alice.access))
@@ -188,39 +161,18 @@ async fn kick_ban_and_leave_notify_the_removed_user() {
 async fn space_deletion_cascades_and_notifies_every_member() {
     let app = TestApp::spawn().await;
     let (alice, bob) = (app.register("Alice").await, app.register("Bob").await);
-    let sid = space_with(&app, &alice, &[&bob]).await;
-    let (c, r) = (
-        app.post(
+    let (sid, _) = space(&app, &alice, &[&bob]).await;
+    let c = app
+        .post(
             &format!("/spaces/{sid}/channels/"),
             Some(&alice.access),
             json!({"name": "docs", "type": "DOCUMENT"}),
         )
-        .await,
-        app.post(
-            &format!("/spaces/{sid}/roles/"),
-            Some(&alice.access),
-            json!({"name": "Mods"}),
-        )
-        .await,
-    );
-    let (cid, rid) = (
-        c.body["id"].as_str().unwrap().to_string(),
-        r.body["id"].as_str().unwrap().to_string(),
-    );
-    app.put(
-        &format!("/spaces/{sid}/channels/{cid}/overrides/{rid}"),
-        Some(&alice.access),
-        json!({"targetType": "ROLE", "allow": "4096", "deny": "0"}),
-    )
-    .await
-    .expect(200, None);
-    app.post(
-        &format!("/spaces/{sid}/members/{}/roles/{rid}", bob.id),
-        Some(&alice.access),
-        json!({}),
-    )
-    .await
-    .expect(200, None);
+        .await;
+    let cid = c.body["id"].as_str().unwrap().to_string();
+    let rid = role(&app, &alice, &sid, "Mods").await;
+    set_override(&app, &alice, &sid, &cid, Target::Role(&rid), 4096, 0).await;
+    assign_role(&app, &alice, &sid, &bob, &rid).await;
     app.post(
         &format!("/spaces/{sid}/channels/{cid}/ack"),
         Some(&bob.access),
@@ -286,51 +238,19 @@ async fn hidden_channels_stay_hidden_and_visibility_deltas_are_sent() {
         app.register("Bob").await,
         app.register("Carol").await,
     );
-    let sid = space_with(&app, &alice, &[&bob, &carol]).await;
+    let (sid, _) = space(&app, &alice, &[&bob, &carol]).await;
     let space = app.get(&format!("/spaces/{sid}"), Some(&alice.access)).await;
     let everyone = space.body["roles"][0]["id"].as_str().unwrap().to_string();
-    let secret = app
-        .post(
-            &format!("/spaces/{sid}/channels/"),
-            Some(&alice.access),
-            json!({"name": "secret"}),
-        )
-        .await;
-    let cid = secret.body["id"].as_str().unwrap().to_string();
-    let vip = app
-        .post(
-            &format!("/spaces/{sid}/roles/"),
-            Some(&alice.access),
-            json!({"name": "VIP"}),
-        )
-        .await;
-    let vip_id = vip.body["id"].as_str().unwrap().to_string();
-    app.post(
-        &format!("/spaces/{sid}/members/{}/roles/{vip_id}", carol.id),
-        Some(&alice.access),
-        json!({}),
-    )
-    .await
-    .expect(200, None);
+    let cid = channel(&app, &alice, &sid, "secret").await;
+    let vip_id = role(&app, &alice, &sid, "VIP").await;
+    assign_role(&app, &alice, &sid, &carol, &vip_id).await;
 
-    let mut bobs = app.capture(&[Topic::user(uid(&bob.id))]).await;
-    let mut carols = app.capture(&[Topic::user(uid(&carol.id))]).await;
+    let mut bobs = app.capture(&[user_topic(&bob.id)]).await;
+    let mut carols = app.capture(&[user_topic(&carol.id)]).await;
     // Hide it from @everyone, allow VIP.
     let ov = format!("/spaces/{sid}/channels/{cid}/overrides/");
-    app.put(
-        &format!("{ov}{vip_id}"),
-        Some(&alice.access),
-        json!({"targetType": "ROLE", "allow": "4096", "deny": "0"}),
-    )
-    .await
-    .expect(200, None);
-    app.put(
-        &format!("{ov}{everyone}"),
-        Some(&alice.access),
-        json!({"targetType": "ROLE", "allow": "0", "deny": "4096"}),
-    )
-    .await
-    .expect(200, None);
+    set_override(&app, &alice, &sid, &cid, Target::Role(&vip_id), 4096, 0).await;
+    set_override(&app, &alice, &sid, &cid, Target::Role(&everyone), 0, 4096).await;
     let ev = Capture::expect_op(Some(next(&mut bobs).await), "channels.onDelete");
     assert_eq!(ev.data["id"], cid);
     assert!(
@@ -392,13 +312,7 @@ async fn hidden_channels_stay_hidden_and_visibility_deltas_are_sent() {
     assert_eq!(unreads.body, json!([]));
 
     // Giving Bob the VIP role reveals it (Δvis on role assignment).
-    app.post(
-        &format!("/spaces/{sid}/members/{}/roles/{vip_id}", bob.id),
-        Some(&alice.access),
-        json!({}),
-    )
-    .await
-    .expect(200, None);
+    assign_role(&app, &alice, &sid, &bob, &vip_id).await;
     let ev = Capture::expect_op(Some(next(&mut bobs).await), "channels.onCreate");
     assert_eq!(ev.data["id"], cid);
     // Removing VIEW from the VIP override hides it from both (Δvis on override change).
@@ -436,7 +350,7 @@ async fn hidden_channels_stay_hidden_and_visibility_deltas_are_sent() {
 async fn channel_tree_rules() {
     let app = TestApp::spawn().await;
     let alice = app.register("Alice").await;
-    let sid = space_with(&app, &alice, &[]).await;
+    let (sid, _) = space(&app, &alice, &[]).await;
     let t = Some(alice.access.as_str());
     let path = format!("/spaces/{sid}/channels/");
     let mut parent: Option<String> = None;
@@ -524,7 +438,7 @@ async fn channel_tree_rules() {
         .await
         .expect(400, Some("ValidationFailed"));
     // A parent from another space is refused (Mikoto did not check).
-    let elsewhere = space_with(&app, &alice, &[]).await;
+    let (elsewhere, _) = space(&app, &alice, &[]).await;
     let foreign = app.get(&format!("/spaces/{elsewhere}"), t).await.body["channels"][0]["id"]
         .as_str()
         .unwrap()
@@ -541,7 +455,7 @@ async fn channel_tree_rules() {
 async fn deleting_a_channel_deletes_its_subtree_deepest_first() {
     let app = TestApp::spawn().await;
     let alice = app.register("Alice").await;
-    let sid = space_with(&app, &alice, &[]).await;
+    let (sid, _) = space(&app, &alice, &[]).await;
     let t = Some(alice.access.as_str());
     let path = format!("/spaces/{sid}/channels/");
     let root = app.post(&path, t, json!({"name": "root"})).await.body["id"]
@@ -581,20 +495,11 @@ async fn deleting_a_channel_deletes_its_subtree_deepest_first() {
 async fn child_channels_copy_their_parents_overrides() {
     let app = TestApp::spawn().await;
     let (alice, bob) = (app.register("Alice").await, app.register("Bob").await);
-    let sid = space_with(&app, &alice, &[&bob]).await;
+    let (sid, _) = space(&app, &alice, &[&bob]).await;
     let t = Some(alice.access.as_str());
     let path = format!("/spaces/{sid}/channels/");
-    let parent = app.post(&path, t, json!({"name": "staff"})).await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    app.put(
-        &format!("{path}{parent}/overrides/{}", bob.id),
-        t,
-        json!({"targetType": "MEMBER", "allow": "0", "deny": "4096"}),
-    )
-    .await
-    .expect(200, None);
+    let parent = channel(&app, &alice, &sid, "staff").await;
+    set_override(&app, &alice, &sid, &parent, Target::Member(&bob.id), 0, 4096).await;
     let child = app
         .post(&path, t, json!({"name": "staff-only", "parentId": parent}))
         .await
@@ -615,12 +520,8 @@ async fn child_channels_copy_their_parents_overrides() {
 async fn override_validation() {
     let app = TestApp::spawn().await;
     let (alice, bob) = (app.register("Alice").await, app.register("Bob").await);
-    let sid = space_with(&app, &alice, &[&bob]).await;
+    let (sid, general) = space(&app, &alice, &[&bob]).await;
     let t = Some(alice.access.as_str());
-    let general = app.get(&format!("/spaces/{sid}"), t).await.body["channels"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let ov = |target: &str| format!("/spaces/{sid}/channels/{general}/overrides/{target}");
     for (body, code) in [
         (
@@ -707,7 +608,7 @@ async fn override_validation() {
 async fn role_rules() {
     let app = TestApp::spawn().await;
     let (alice, bob) = (app.register("Alice").await, app.register("Bob").await);
-    let sid = space_with(&app, &alice, &[&bob]).await;
+    let (sid, _) = space(&app, &alice, &[&bob]).await;
     let t = Some(alice.access.as_str());
     let roles = format!("/spaces/{sid}/roles/");
     let r = app.post(&roles, t, json!({"name": "Helpers"})).await;
@@ -820,29 +721,11 @@ async fn member_role_assignment() {
         app.register("Bob").await,
         app.register("Carol").await,
     );
-    let sid = space_with(&app, &alice, &[&bob, &carol]).await;
+    let (sid, _) = space(&app, &alice, &[&bob, &carol]).await;
     let t = Some(alice.access.as_str());
-    let role = |name: &'static str, perms: &'static str, pos: i64| {
-        let app = &app;
-        let sid = sid.clone();
-        async move {
-            let r = app
-                .post(&format!("/spaces/{sid}/roles/"), t, json!({"name": name}))
-                .await;
-            let id = r.body["id"].as_str().unwrap().to_string();
-            app.patch(
-                &format!("/spaces/{sid}/roles/{id}"),
-                t,
-                json!({"permissions": perms, "position": pos}),
-            )
-            .await
-            .expect(200, None);
-            id
-        }
-    };
-    let manager = role("Manager", "32", 5).await;
-    let low = role("Low", "0", 1).await;
-    let high = role("High", "0", 9).await;
+    let manager = ranked_role(&app, &alice, &sid, "Manager", 32, 5).await;
+    let low = ranked_role(&app, &alice, &sid, "Low", 0, 1).await;
+    let high = ranked_role(&app, &alice, &sid, "High", 0, 9).await;
     let member = |u: &str| format!("/spaces/{sid}/members/{u}");
     app.patch(&member(&bob.id), t, json!({"roleIds": [manager]}))
         .await
@@ -910,7 +793,7 @@ async fn members_are_paged_in_join_order() {
         others.push(app.register(&format!("User {i}")).await);
     }
     let refs: Vec<&TestUser> = others.iter().collect();
-    let sid = space_with(&app, &alice, &refs).await;
+    let (sid, _) = space(&app, &alice, &refs).await;
     let t = Some(alice.access.as_str());
     let first = app.get(&format!("/spaces/{sid}/members/?limit=2"), t).await;
     let page: Vec<&Value> = first.body.as_array().unwrap().iter().collect();
@@ -971,7 +854,7 @@ async fn invites_limits_expiry_and_preview() {
         app.register("Bob").await,
         app.register("Carol").await,
     );
-    let sid = space_with(&app, &alice, &[]).await;
+    let (sid, _) = space(&app, &alice, &[]).await;
     let t = Some(alice.access.as_str());
     let path = format!("/spaces/{sid}/invites/");
     // A body-less create works (Mikoto's clients send none).
@@ -1051,7 +934,7 @@ async fn invites_limits_expiry_and_preview() {
         .await
         .expect(404, Some("NotFound"));
     // Deleting: this space's invites only.
-    let other = space_with(&app, &bob, &[]).await;
+    let (other, _) = space(&app, &bob, &[]).await;
     let foreign = app
         .post(&format!("/spaces/{other}/invites/"), Some(&bob.access), json!({}))
         .await
@@ -1089,7 +972,7 @@ async fn invites_limits_expiry_and_preview() {
 async fn public_spaces_join_by_handle() {
     let app = TestApp::spawn().await;
     let (alice, bob) = (app.register("Alice").await, app.register("Bob").await);
-    let sid = space_with(&app, &alice, &[]).await;
+    let (sid, _) = space(&app, &alice, &[]).await;
     let t = Some(alice.access.as_str());
     let r = app
         .patch(&format!("/spaces/{sid}"), t, json!({"handle": "Rustaceans"}))
@@ -1150,7 +1033,7 @@ async fn public_spaces_join_by_handle() {
 async fn ownership_transfer() {
     let app = TestApp::spawn().await;
     let (alice, bob) = (app.register("Alice").await, app.register("Bob").await);
-    let sid = space_with(&app, &alice, &[&bob]).await;
+    let (sid, _) = space(&app, &alice, &[&bob]).await;
     let path = format!("/spaces/{sid}/transfer_ownership");
     let t = Some(alice.access.as_str());
     app.delete(&format!("/spaces/{sid}/leave"), t)
@@ -1188,7 +1071,7 @@ async fn ownership_transfer() {
 async fn bot_members() {
     let app = TestApp::spawn().await;
     let (alice, bob) = (app.register("Alice").await, app.register("Bob").await);
-    let sid = space_with(&app, &alice, &[&bob]).await;
+    let (sid, _) = space(&app, &alice, &[&bob]).await;
     let t = Some(alice.access.as_str());
     let path = format!("/spaces/{sid}/members/");
     let mine = app.create_bot(&alice.id, "Mine", false).await;
@@ -1203,7 +1086,7 @@ async fn bot_members() {
     app.post(&path, t, json!({"userId": uuid::Uuid::now_v7()}))
         .await
         .expect(404, Some("NotFound"));
-    let mut bot_topic = app.capture(&[Topic::user(uid(&mine))]).await;
+    let mut bot_topic = app.capture(&[user_topic(&mine)]).await;
     let r = app.post(&path, t, json!({"userId": mine})).await;
     r.expect(200, None);
     assert_eq!(r.body["user"]["category"], "BOT");
@@ -1225,7 +1108,7 @@ async fn bot_members() {
 async fn notification_preferences() {
     let app = TestApp::spawn().await;
     let (alice, bob) = (app.register("Alice").await, app.register("Bob").await);
-    let sid = space_with(&app, &alice, &[]).await;
+    let (sid, _) = space(&app, &alice, &[]).await;
     let path = format!("/spaces/{sid}/notification-preference");
     let t = Some(alice.access.as_str());
     let r = app.get(&path, t).await;
@@ -1255,13 +1138,9 @@ async fn notification_preferences() {
 async fn acknowledge_publishes_to_self_only() {
     let app = TestApp::spawn().await;
     let (alice, bob) = (app.register("Alice").await, app.register("Bob").await);
-    let sid = space_with(&app, &alice, &[&bob]).await;
-    let general = app.get(&format!("/spaces/{sid}"), Some(&alice.access)).await.body["channels"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut mine = app.capture(&[Topic::user(uid(&alice.id))]).await;
-    let mut bobs = app.capture(&[Topic::user(uid(&bob.id))]).await;
+    let (sid, general) = space(&app, &alice, &[&bob]).await;
+    let mut mine = app.capture(&[user_topic(&alice.id)]).await;
+    let mut bobs = app.capture(&[user_topic(&bob.id)]).await;
     let r = app
         .post(
             &format!("/spaces/{sid}/channels/{general}/ack"),
@@ -1284,7 +1163,7 @@ async fn acknowledge_publishes_to_self_only() {
 async fn profile_changes_reach_member_lists() {
     let app = TestApp::spawn().await;
     let alice = app.register("Alice").await;
-    let sid = space_with(&app, &alice, &[]).await;
+    let (sid, _) = space(&app, &alice, &[]).await;
     let mut space = app.capture(&[space_topic(&sid)]).await;
     app.patch("/users/me", Some(&alice.access), json!({"name": "Alicia"}))
         .await
@@ -1304,7 +1183,7 @@ async fn space_limits() {
         .await
         .expect(422, Some("InvalidBody"));
     // The 200-space cap, reached through the database to keep the test fast.
-    let sid = space_with(&app, &alice, &[]).await;
+    let (sid, _) = space(&app, &alice, &[]).await;
     sqlx::query(
         "INSERT INTO members (id, space_id, user_id) \
          SELECT gen_random_uuid(), s.id, $1::uuid FROM (SELECT $2::uuid AS id) s, generate_series(1, 199) \

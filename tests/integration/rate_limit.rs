@@ -1,11 +1,9 @@
 //! Rate limits over HTTP (spec §11): headers, 429 body, buckets per route, client IP rules.
 
-mod common;
-
-use common::{PASSWORD, TestApp, random_ip};
+use crate::common::{PASSWORD, TestApp, random_ip};
 use serde_json::{Value, json};
 
-async fn post_from(app: &TestApp, ip: &str, path: &str, body: Value) -> common::Resp {
+async fn post_from(app: &TestApp, ip: &str, path: &str, body: Value) -> crate::common::Resp {
     let req = app.http.post(app.url(path)).header("x-forwarded-for", ip).json(&body);
     TestApp::read(req.send().await.unwrap()).await
 }
@@ -159,7 +157,7 @@ async fn general_and_anonymous_buckets() {
 #[tokio::test]
 async fn forwarded_for_is_only_trusted_from_trusted_proxies() {
     // No trusted proxies: every request is keyed by the TCP peer, whatever the header says.
-    let app = TestApp::spawn_with(true, |c| c.trusted_proxies.clear()).await;
+    let app = TestApp::builder().config(|c| c.trusted_proxies.clear()).spawn().await;
     for _ in 0..5 {
         let r = post_from(
             &app,
@@ -182,7 +180,7 @@ async fn forwarded_for_is_only_trusted_from_trusted_proxies() {
 
 #[tokio::test]
 async fn in_memory_limiter_enforces_too() {
-    let app = TestApp::spawn_with(false, |_| {}).await;
+    let app = TestApp::builder().without_redis().spawn().await;
     let ip = random_ip();
     for _ in 0..10 {
         post_from(

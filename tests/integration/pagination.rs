@@ -2,12 +2,11 @@
 //! many messages in the same millisecond and interleaved channels — paging backwards and then
 //! forwards visits every message of the channel exactly once, in order.
 
-mod common;
-
-use common::TestApp;
+use crate::common::TestApp;
+use crate::common::fixtures::ids;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// A UUIDv7 at `ms` with random tail bits, and its timestamp.
 fn v7_at(ms: u64) -> (uuid::Uuid, chrono::DateTime<chrono::Utc>) {
@@ -22,12 +21,7 @@ fn v7_at(ms: u64) -> (uuid::Uuid, chrono::DateTime<chrono::Utc>) {
 async fn page(app: &TestApp, token: &str, base: &str, query: &str) -> Vec<String> {
     let r = app.get(&format!("{base}?{query}"), Some(token)).await;
     r.expect(200, None);
-    r.body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m: &Value| m["id"].as_str().unwrap().to_string())
-        .collect()
+    ids(&r.body)
 }
 
 #[test]

@@ -1,12 +1,10 @@
 //! The HTTP contract of spec §2: JSON errors for every rejection, trailing slashes, headers.
 
-mod common;
-
-use common::TestApp;
+use crate::common::TestApp;
 use reqwest::Method;
 use serde_json::json;
 
-async fn raw(req: reqwest::RequestBuilder) -> common::Resp {
+async fn raw(req: reqwest::RequestBuilder) -> crate::common::Resp {
     TestApp::read(req.send().await.expect("request")).await
 }
 
@@ -96,7 +94,7 @@ async fn trailing_slashes_are_tolerated() {
     app.post(
         "/account/login/",
         None,
-        json!({"email": alice.email, "password": common::PASSWORD}),
+        json!({"email": alice.email, "password": crate::common::PASSWORD}),
     )
     .await
     .expect(200, None);
@@ -181,7 +179,11 @@ async fn cors_follows_configuration() {
 
 #[tokio::test]
 async fn production_adds_hsts() {
-    let app = TestApp::spawn_with(false, |c| c.environment = alterego::config::Environment::Production).await;
+    let app = TestApp::builder()
+        .without_redis()
+        .config(|c| c.environment = alterego::config::Environment::Production)
+        .spawn()
+        .await;
     let r = app.get("/", None).await;
     assert_eq!(r.header("strict-transport-security"), Some("max-age=63072000"));
 }

@@ -1,8 +1,6 @@
 //! Operational endpoints (spec §4.19) and the OpenAPI document.
 
-mod common;
-
-use common::TestApp;
+use crate::common::TestApp;
 
 #[tokio::test]
 async fn health_readiness_and_draining() {
@@ -18,7 +16,7 @@ async fn health_readiness_and_draining() {
 
 #[tokio::test]
 async fn readiness_fails_when_the_database_is_gone() {
-    let app = TestApp::spawn_with(false, |_| {}).await;
+    let app = TestApp::builder().without_redis().spawn().await;
     app.state.db.close().await;
     app.get("/readyz", None).await.expect(503, Some("ServiceUnavailable"));
 }

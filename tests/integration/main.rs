@@ -1,0 +1,24 @@
+//! The integration tests: one test binary (crates.io's layout), so the crate and the harness
+//! are linked once instead of once per file.
+//!
+//! `common` is the harness (a real server per test, its database, Redis namespace, media
+//! storage and clients) and the shared fixture builders; every other module is one area of
+//! the spec.
+
+mod common;
+
+mod account;
+mod authorization;
+mod bus;
+mod community;
+mod contract;
+mod conversations;
+mod docs_browser;
+mod gateway;
+mod handles;
+mod http_contract;
+mod media;
+mod ops;
+mod pagination;
+mod rate_limit;
+mod users;
