@@ -7,7 +7,7 @@
 # warming up does not favour one side): `send` (concurrency 64 for 10 s, 100 listeners) and
 # `fanout` (2,000 members, 20 msgs/s for 10 s). Both servers use the same `alterego_ab` database
 # and Redis, started with the bench settings of scripts/bench.sh. The generator is this
-# checkout's release build. JSON lines go to BENCH_DIR/ab.jsonl with the label of each side.
+# checkout's release build (or LOADGEN). JSON lines go to BENCH_DIR/ab.jsonl with the label of each side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +23,10 @@ MEMBERS=${BENCH_AB_MEMBERS:-2000}
 
 ulimit -n 20000 || { echo "bench-ab: cannot raise the open-file limit to 20000" >&2; exit 1; }
 mkdir -p "$BENCH_DIR"
-cargo build --release --bin alterego-loadgen
+# LOADGEN: a generator binary to use instead of this checkout's release build.
+if [ -z "${LOADGEN:-}" ]; then
+    cargo build --release --bin alterego-loadgen
+fi
 loadgen=${LOADGEN:-target/release/alterego-loadgen}
 state=$BENCH_DIR/ab-members.json
 out=$BENCH_DIR/ab.jsonl
