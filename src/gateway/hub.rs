@@ -1565,7 +1565,7 @@ mod tests {
         let bob = w.connect(UserId::new(), &[], &[]);
         let alice = w.connect(UserId::new(), &[space], &[bob.id]);
         w.message(w.general);
-        assert_eq!(ops(&alice.conn), ["messages.onCreate"]);
+        assert_eq!(ops(&alice.conn), [Op::MessageCreated.name()]);
         assert!(ops(&bob.conn).is_empty(), "bob has no session in the space's audience");
         // A member event reaches members.
         publish(
@@ -1574,7 +1574,7 @@ mod tests {
             Op::RoleCreated,
             json!({"id": RoleId::new(), "permissions": "0"}),
         );
-        assert_eq!(ops(&alice.conn), ["roles.onCreate"]);
+        assert_eq!(ops(&alice.conn), [Op::RoleCreated.name()]);
     }
 
     #[test]
@@ -1592,10 +1592,10 @@ mod tests {
             Op::MemberDeleted,
             json!({"userId": alice.id}),
         );
-        assert_eq!(ops(&bob.conn), ["members.onDelete"]);
+        assert_eq!(ops(&bob.conn), [Op::MemberDeleted.name()]);
         assert!(ops(&alice.conn).is_empty(), "no longer a member when it is delivered");
         w.message(w.general);
-        assert_eq!(ops(&bob.conn), ["messages.onCreate"]);
+        assert_eq!(ops(&bob.conn), [Op::MessageCreated.name()]);
         assert!(ops(&alice.conn).is_empty(), "no message after the removal");
         // ... then spaces.onDelete to the member, who leaves the audience.
         let fx = publish(
@@ -1604,7 +1604,7 @@ mod tests {
             Op::SpaceDeleted,
             json!({"id": space}),
         );
-        assert_eq!(ops(&alice.conn), ["spaces.onDelete"]);
+        assert_eq!(ops(&alice.conn), [Op::SpaceDeleted.name()]);
         assert!(fx.is_empty(), "bob still needs the space");
         // The last local member leaving drops the view and its subscription.
         publish(
@@ -1625,7 +1625,7 @@ mod tests {
             Op::SpaceCreated,
             json!({"id": space}),
         );
-        assert_eq!(ops(&alice.conn), ["spaces.onCreate"]);
+        assert_eq!(ops(&alice.conn), [Op::SpaceCreated.name()]);
         assert!(
             fx.iter()
                 .any(|e| matches!(e, Effect::LoadView { space: s, subscribe: true, .. } if *s == space))
@@ -1646,7 +1646,7 @@ mod tests {
         w.message(secret);
         assert!(ops(&alice.conn).is_empty(), "hidden by the override");
         w.message(w.general);
-        assert_eq!(ops(&alice.conn), ["messages.onCreate"]);
+        assert_eq!(ops(&alice.conn), [Op::MessageCreated.name()]);
         // A role that allows VIEW_CHANNEL there reveals it once alice holds it.
         let mods = RoleId::new();
         publish(
@@ -1665,7 +1665,7 @@ mod tests {
         );
         frames(&alice.conn);
         w.message(secret);
-        assert_eq!(ops(&alice.conn), ["messages.onCreate"], "revealed by the role");
+        assert_eq!(ops(&alice.conn), [Op::MessageCreated.name()], "revealed by the role");
         // Deleting the role hides it again; deleting the @everyone override reveals it.
         publish(&mut w.hub, Topic::space(space.0), Op::RoleDeleted, json!({"id": mods}));
         frames(&alice.conn);
@@ -1678,7 +1678,7 @@ mod tests {
             json!({"channelId": secret, "targetId": everyone}),
         );
         w.message(secret);
-        assert_eq!(ops(&alice.conn), ["messages.onCreate"]);
+        assert_eq!(ops(&alice.conn), [Op::MessageCreated.name()]);
         // A deleted channel's event reaches those who could see it, before the view forgets it.
         publish(
             &mut w.hub,
@@ -1686,7 +1686,7 @@ mod tests {
             Op::ChannelDeleted,
             json!({"id": secret}),
         );
-        assert_eq!(ops(&alice.conn), ["channels.onDelete"]);
+        assert_eq!(ops(&alice.conn), [Op::ChannelDeleted.name()]);
         w.message(secret);
         assert!(ops(&alice.conn).is_empty(), "the channel is gone");
     }
@@ -1716,7 +1716,7 @@ mod tests {
         assert!(w.hub.typing_target(alice.id, dm).is_none(), "no relationship yet");
         let friend = json!({"id": row, "relationId": bob, "state": "FRIEND", "channelId": dm});
         let fx = publish(&mut w.hub, Topic::user(alice.id), Op::RelationUpdated, friend);
-        assert_eq!(ops(&alice.conn), ["relations.onUpdate"]);
+        assert_eq!(ops(&alice.conn), [Op::RelationUpdated.name()]);
         // Bob's profile is now in alice's audience.
         assert!(
             fx.iter()
@@ -1726,7 +1726,7 @@ mod tests {
         // A DM message goes to the participants' user topics: alice gets hers, carol nothing.
         let message = json!({"id": Uuid::now_v7(), "channelId": dm, "content": "hi"});
         publish(&mut w.hub, Topic::user(alice.id), Op::MessageCreated, message);
-        assert_eq!(ops(&alice.conn), ["messages.onCreate"]);
+        assert_eq!(ops(&alice.conn), [Op::MessageCreated.name()]);
         assert!(ops(&carol.conn).is_empty());
         // Bob's profile updates reach alice; his presence too.
         publish(&mut w.hub, Topic::profile(bob), Op::UserUpdated, json!({"id": bob}));
@@ -1736,7 +1736,7 @@ mod tests {
             Op::PresenceUpdated,
             json!({"userId": bob, "status": "ONLINE"}),
         );
-        assert_eq!(ops(&alice.conn), ["users.onUpdate", "presence.onUpdate"]);
+        assert_eq!(ops(&alice.conn), [Op::UserUpdated.name(), Op::PresenceUpdated.name()]);
         assert!(ops(&carol.conn).is_empty());
         // Unfriended: the row goes, and with it typing and the profile subscription.
         let fx = publish(
@@ -1827,7 +1827,10 @@ mod tests {
         let mut fx = Effects::new();
         let replayed = w.hub.resume_local(&mut fx, alice.sid, alice.id, 2, &again).unwrap();
         assert_eq!(replayed, 2);
-        assert_eq!(ops(&again), ["messages.onCreate", "messages.onCreate", "resumed"]);
+        assert_eq!(
+            ops(&again),
+            [Op::MessageCreated.name(), Op::MessageCreated.name(), "resumed"]
+        );
         assert!(
             fx.iter()
                 .any(|e| matches!(e, Effect::Presence(PresenceCmd::Attached(u)) if *u == alice.id))
