@@ -3,9 +3,12 @@
 //! - `protocol`: inbound frame decoding and control payloads;
 //! - `session`: sessions, `seq`, replay rings, bounded outbound queues;
 //! - `view`: the in-memory state of a space that delivery authorization reads;
-//! - `hub`: topic → local sessions, delivery authorization, resume and take-over;
+//! - `hub`: topic → local sessions, delivery authorization, resume and take-over — decisions
+//!   only, returned as effects;
+//! - `runtime`: executes the hub's effects (subscriptions, loads, presence, registry);
 //! - `shared`: the session registry, presence and typing throttle (Redis or memory);
-//! - `connection`: one socket's state machine.
+//! - `connection`: one socket's state machine;
+//! - `openapi`: the `websocket` key of `/api.json`.
 //!
 //! The process holds one bus subscription (the bus multiplexes every topic); one dispatcher task
 //! applies its messages to the hub in order.
