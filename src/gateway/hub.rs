@@ -1578,6 +1578,36 @@ mod tests {
     }
 
     #[test]
+    fn an_op_the_server_does_not_publish_reaches_nobody() {
+        let mut w = world();
+        let space = w.space;
+        let alice = w.connect(UserId::new(), &[space], &[]);
+        let data = json!({"id": Uuid::now_v7(), "channelId": w.general});
+        publish(&mut w.hub, Topic::space(space.0), Op::MessageCreated, data.clone());
+        assert_eq!(
+            ops(&alice.conn),
+            [Op::MessageCreated.name()],
+            "the known op is delivered"
+        );
+        // Before the ops were typed, an unlisted op on a space topic went to every member.
+        let mut fx = Effects::new();
+        w.hub.handle(
+            &mut fx,
+            &Topic::space(space.0),
+            encode("messages.onCreated", &data).unwrap(),
+        );
+        w.hub
+            .handle(&mut fx, &Topic::user(alice.id), encode("test.anything", &data).unwrap());
+        w.hub.handle(
+            &mut fx,
+            &Topic::profile(alice.id),
+            encode("test.anything", &data).unwrap(),
+        );
+        assert!(ops(&alice.conn).is_empty());
+        assert!(fx.is_empty());
+    }
+
+    #[test]
     fn a_kicked_or_banned_member_receives_nothing_more_and_the_space_is_dropped() {
         let mut w = world();
         let space = w.space;

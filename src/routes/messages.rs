@@ -15,7 +15,7 @@ use crate::entities::messages::{
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::Conversation;
-use crate::functions::ids::{ChannelId, SpaceId, UserId};
+use crate::functions::ids::{ChannelId, SpaceId};
 use crate::functions::permissions::Permissions;
 use crate::middlewares::auth::{Auth, PendingAuth};
 use crate::middlewares::idempotency::IdempotencyKey;
@@ -65,23 +65,13 @@ pub struct MessageSendPayload2(pub MessageSendPayload);
 #[serde(transparent)]
 pub struct MessageEditPayload2(pub MessageEditPayload);
 
-/// The caller's view of a space channel for messaging: member, visible channel, permissions.
-async fn channel_access(
-    state: &AppState,
-    space: SpaceId,
-    channel: ChannelId,
-    user: UserId,
-) -> Result<(ChannelType, Permissions)> {
-    access::channel_access(entities::access::channel_access(&state.db, space, channel, user).await?)
-}
-
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
     Path(p): Path<ChannelPath>,
     Query(q): Query<MessageListQuery>,
 ) -> Result<axum::Json<Vec<MessageExt>>> {
-    channel_access(&state, p.space_id, p.channel_id, auth.user_id).await?;
+    access::channel(&state.db, p.space_id, p.channel_id, auth.user_id).await?;
     let mut conn = state.db.acquire().await?;
     let (page, limit) = page(&mut conn, p.channel_id, &q).await?;
     Ok(axum::Json(messages::list(&mut conn, p.channel_id, page, limit).await?))
@@ -94,7 +84,7 @@ async fn search(
     Query(q): Query<SearchQuery>,
 ) -> Result<axum::Json<Vec<MessageExt>>> {
     let (text, limit) = search_params(&q)?;
-    channel_access(&state, p.space_id, p.channel_id, auth.user_id).await?;
+    access::channel(&state.db, p.space_id, p.channel_id, auth.user_id).await?;
     let mut conn = state.db.acquire().await?;
     Ok(axum::Json(
         messages::search(&mut conn, p.channel_id, &text, q.before, limit).await?,
@@ -123,7 +113,7 @@ async fn create(
         entities::access::session_channel_access(&mut *conn, p.space_id, p.channel_id, auth.user_id, auth.session_id)
             .await?;
     let auth = auth.resolve(session)?;
-    let (kind, perms) = access::channel_access(found)?;
+    let (kind, perms) = access::visible(found)?;
     access::require_bits(perms, Permissions::SEND_MESSAGES)?;
     if !body.attachments.is_empty() {
         access::require_bits(perms, Permissions::ATTACH_FILES)?;
@@ -149,7 +139,7 @@ async fn create(
 }
 
 async fn get(State(state): State<AppState>, auth: Auth, Path(p): Path<MessagePath>) -> Result<axum::Json<MessageExt>> {
-    channel_access(&state, p.space_id, p.channel_id, auth.user_id).await?;
+    access::channel(&state.db, p.space_id, p.channel_id, auth.user_id).await?;
     let mut conn = state.db.acquire().await?;
     Ok(axum::Json(
         messages::get(&mut conn, p.channel_id, p.message_id)
@@ -164,7 +154,7 @@ async fn update(
     Path(p): Path<MessagePath>,
     Json(MessageEditPayload2(body)): Json<MessageEditPayload2>,
 ) -> Result<axum::Json<MessageExt>> {
-    channel_access(&state, p.space_id, p.channel_id, auth.user_id).await?;
+    access::channel(&state.db, p.space_id, p.channel_id, auth.user_id).await?;
     Ok(axum::Json(
         service::edit(
             &state.db,
@@ -180,7 +170,7 @@ async fn update(
 }
 
 async fn delete(State(state): State<AppState>, auth: Auth, Path(p): Path<MessagePath>) -> Result<axum::Json<()>> {
-    let (_, perms) = channel_access(&state, p.space_id, p.channel_id, auth.user_id).await?;
+    let (_, perms) = access::channel(&state.db, p.space_id, p.channel_id, auth.user_id).await?;
     let moderate = perms.contains(Permissions::MANAGE_MESSAGES);
     service::remove(
         &state.db,

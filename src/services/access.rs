@@ -23,12 +23,22 @@ pub fn viewable(perms: Permissions) -> Result<Permissions, Error> {
     }
 }
 
-/// A channel's type and the caller's permissions in it, as [`SpaceMember::load`] then
-/// [`SpaceMember::channel`] would answer them, in one query: 404 unless `user` is a member of
-/// `space` and can view the channel.
-pub fn channel_access(found: Option<(ChannelType, Permissions)>) -> Result<(ChannelType, Permissions), Error> {
+/// What [`access::channel_access`] found, as the caller may see it: 404 unless they are a
+/// member of the space and can view the channel.
+pub fn visible(found: Option<(ChannelType, Permissions)>) -> Result<(ChannelType, Permissions), Error> {
     let (kind, perms) = found.ok_or_else(Error::not_found)?;
     Ok((kind, viewable(perms)?))
+}
+
+/// A channel's type and the caller's permissions in it, as [`SpaceMember::load`] then
+/// [`SpaceMember::channel`] would answer them, in one query.
+pub async fn channel(
+    db: impl PgExecutor<'_>,
+    space: SpaceId,
+    channel: ChannelId,
+    user: UserId,
+) -> Result<(ChannelType, Permissions), Error> {
+    visible(access::channel_access(db, space, channel, user).await?)
 }
 
 /// The caller's membership in a space, for authorization.

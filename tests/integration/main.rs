@@ -11,6 +11,7 @@ mod account;
 mod authorization;
 mod bus;
 mod community;
+mod constraints;
 mod contract;
 mod conversations;
 mod docs_browser;
