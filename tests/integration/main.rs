@@ -19,6 +19,7 @@ mod gateway;
 mod handles;
 mod http_contract;
 mod media;
+mod node_checks;
 mod ops;
 mod pagination;
 mod rate_limit;

@@ -7,6 +7,7 @@
 //! [`fixtures`].
 
 pub mod fixtures;
+pub mod node;
 pub mod ws;
 
 use std::collections::HashMap;
