@@ -4,6 +4,7 @@
 pub mod access;
 pub mod accounts;
 pub mod bans;
+pub mod bots;
 pub mod channels;
 pub mod handles;
 pub mod idempotency;

@@ -205,16 +205,17 @@ impl Gateway {
         );
         conn.push(Item::Control(Utf8Bytes::from(ready)));
         let added = inner.with_hub(|hub, fx| {
-            hub.add_session(fx, Session::new(sid, auth.user_id, auth.session_id, Some(conn.clone())))
+            hub.add_session(
+                fx,
+                Session::new(sid, auth.user_id, Some(auth.revocation_key()), Some(conn.clone())),
+            )
         });
         if !self.loaded(added).await {
             inner.with_hub(|hub, fx| hub.destroy_session(fx, sid, true));
             return Err(Close::UNKNOWN);
         }
         // A revocation published before the session topic was subscribed was missed: check.
-        if let Some(auth_session) = auth.session_id
-            && !self.auth_session_live(auth.user_id, auth_session).await
-        {
+        if !auth.is_live(&inner.db).await {
             inner.with_hub(|hub, fx| hub.destroy_session(fx, sid, true));
             return Err(Close::AUTH_FAILED);
         }
@@ -235,7 +236,16 @@ impl Gateway {
         .unwrap_or(false)
     }
 
+    /// Whether a stored revocation key is live: an auth session, or for a bot (whose key is its
+    /// user id) that the bot still exists — a regeneration already closed its older sessions,
+    /// and the resuming token was checked against the current generation.
     async fn auth_session_live(&self, user: UserId, auth: SessionId) -> bool {
+        if auth.0 == user.0 {
+            return matches!(
+                crate::entities::bots::credential(&self.inner.db, user).await,
+                Ok(Some(_))
+            );
+        }
         matches!(
             sessions::state(&self.inner.db, user, auth).await,
             Ok(SessionState::Live)

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 
 use crate::error::{Error, ErrorCode};
 use crate::functions::ids::{SessionId, UserId};
-pub use crate::services::auth::{Auth, PendingAuth};
+pub use crate::services::auth::{Auth, Grant, PendingAuth};
 use crate::state::AppState;
 
 /// Name of the bearer security scheme in the OpenAPI document.
@@ -75,12 +75,12 @@ impl FromRequestParts<AppState> for UserAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let auth = Auth::from_request_parts(parts, state).await?;
-        match (auth.is_bot, auth.session_id) {
-            (false, Some(session_id)) => Ok(UserAuth {
+        match auth.grant {
+            Grant::Session(session_id) => Ok(UserAuth {
                 user_id: auth.user_id,
                 session_id,
             }),
-            _ => Err(Error::new(ErrorCode::BotNotAllowed, "Bots may not use this operation")),
+            Grant::Bot { .. } => Err(Error::new(ErrorCode::BotNotAllowed, "Bots may not use this operation")),
         }
     }
 }

@@ -333,7 +333,7 @@ async fn logout(
 ) -> Result<axum::Json<()>> {
     let revoked = match (p.refresh_token, auth.0) {
         (Some(token), _) => sessions::revoke_by_refresh_token(&state.db, &token).await?,
-        (None, Some(auth)) => match auth.session_id {
+        (None, Some(auth)) => match auth.session_id() {
             Some(s) if sessions::revoke(&state.db, auth.user_id, s).await? => Some((auth.user_id, s)),
             _ => None,
         },

@@ -10,8 +10,7 @@ use serde::Deserialize;
 
 use crate::entities::access;
 use crate::entities::members::{self, MemberExt};
-use crate::entities::users::UserCategory;
-use crate::entities::{bans, channels, roles, spaces, users};
+use crate::entities::{channels, roles};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Event, Outbox};
 use crate::functions::ids::{MemberId, RoleId, SpaceId, UserId};
@@ -23,6 +22,7 @@ use crate::middlewares::path::{Path, Query};
 use crate::middlewares::rate_limit::Limit;
 use crate::routes::{MemberPath, MemberRolePath, RouterExt, SpacePath, doc};
 use crate::services::access::{SpaceMember, insufficient_rank, visibility_events};
+use crate::services::bots;
 use crate::services::members::removal_events;
 use crate::state::AppState;
 
@@ -93,7 +93,7 @@ async fn get(State(state): State<AppState>, auth: Auth, Path(p): Path<MemberPath
     ))
 }
 
-/// "Add Bot Member": a bot the caller owns, or a public one.
+/// "Add Bot Member": a bot the caller owns, or a public one (the rules of `bots.install`).
 async fn create(
     State(state): State<AppState>,
     auth: Auth,
@@ -101,44 +101,8 @@ async fn create(
     Json(body): Json<MemberCreatePayload>,
 ) -> Result<axum::Json<MemberExt>> {
     let mut tx = state.db.begin().await?;
-    let me = SpaceMember::load(&mut *tx, p.space_id, auth.user_id).await?;
-    let target = users::get_ext(&mut *tx, body.user_id)
-        .await?
-        .ok_or_else(Error::not_found)?;
-    me.require(Permissions::MANAGE_BOTS)?;
-    let installable: Option<bool> =
-        sqlx::query_scalar("SELECT owner_id = $2 OR visibility = 'PUBLIC' FROM bots WHERE user_id = $1")
-            .bind(body.user_id)
-            .bind(auth.user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if target.category != Some(UserCategory::Bot) || installable != Some(true) {
-        return Err(Error::new(
-            ErrorCode::Forbidden,
-            "Only a bot you own, or a public bot, can be added",
-        ));
-    }
-    if bans::is_banned(&mut *tx, p.space_id, body.user_id).await? {
-        return Err(Error::new(ErrorCode::Banned, "This bot is banned from the space"));
-    }
-    if spaces::count_for_user(&mut *tx, body.user_id).await? >= spaces::MAX_PER_USER {
-        return Err(Error::new(
-            ErrorCode::LimitExceeded,
-            "A bot may be in at most 200 spaces",
-        ));
-    }
-    members::insert(&mut *tx, p.space_id, body.user_id).await?;
-    let member = members::get(&mut *tx, p.space_id, body.user_id)
-        .await?
-        .ok_or_else(Error::not_found)?;
-    let standing = access::standing(&mut *tx, p.space_id, body.user_id)
-        .await?
-        .ok_or_else(Error::not_found)?;
-    let row = spaces::get(&mut *tx, p.space_id).await?.ok_or_else(Error::not_found)?;
-    let ext = spaces::ext(&mut tx, &row, spaces::View::Member(&standing)).await?;
     let mut outbox = Outbox::new();
-    outbox.push(Event::SpaceJoined(body.user_id, &ext));
-    outbox.push(Event::MemberCreated(&member));
+    let member = bots::add_to_space(&mut tx, &mut outbox, auth.user_id, p.space_id, body.user_id).await?;
     outbox.commit(tx, &state.bus).await?;
     Ok(axum::Json(member))
 }

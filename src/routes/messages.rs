@@ -109,10 +109,20 @@ async fn create(
         }
     };
     let mut conn = state.db.acquire().await?;
-    let (session, found) =
-        entities::access::session_channel_access(&mut *conn, p.space_id, p.channel_id, auth.user_id, auth.session_id)
-            .await?;
-    let auth = auth.resolve(session)?;
+    let (auth, found) = match auth.session_id() {
+        Some(session) => {
+            let (state, found) =
+                entities::access::session_channel_access(&mut *conn, p.space_id, p.channel_id, auth.user_id, session)
+                    .await?;
+            (auth.resolve(state)?, found)
+        }
+        // Bots: their generation first, then the channel.
+        None => {
+            let auth = auth.check(&mut *conn).await?;
+            let found = entities::access::channel_access(&mut *conn, p.space_id, p.channel_id, auth.user_id).await?;
+            (auth, found)
+        }
+    };
     let (kind, perms) = access::visible(found)?;
     access::require_bits(perms, Permissions::SEND_MESSAGES)?;
     if !body.attachments.is_empty() {

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod bans;
+pub mod bots;
 pub mod channels;
 pub mod dm;
 pub mod handles;
@@ -16,6 +17,7 @@ pub mod relations;
 pub mod roles;
 pub mod spaces;
 pub mod users;
+pub mod voice;
 pub mod ws;
 
 use aide::axum::ApiRouter;
@@ -84,6 +86,8 @@ pub fn api_router() -> ApiRouter<AppState> {
         .merge(messages::router())
         .merge(relations::router())
         .merge(dm::router())
+        .merge(bots::router())
+        .merge(voice::router())
 }
 
 /// Document-level facts: title, version, the bearer scheme, the default error response.

@@ -62,3 +62,16 @@ pub struct OverridePath {
     pub channel_id: ChannelId,
     pub target_id: Uuid,
 }
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BotPath {
+    pub bot_id: UserId,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BotSpacePath {
+    pub bot_id: UserId,
+    pub space_id: SpaceId,
+}

@@ -6,13 +6,11 @@ use axum::extract::State;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::entities::media;
 use crate::entities::relations;
 use crate::entities::users::{self, ProfileChange, UserExt};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::Presence;
 use crate::functions::ids::UserId;
-use crate::functions::media::Store;
 use crate::functions::patch::nullable;
 use crate::functions::{media_ref, validation};
 use crate::middlewares::auth::Auth;
@@ -57,7 +55,7 @@ pub struct UserPatch {
 
 impl UserPatch {
     /// Validates into a change: `name: null` means unchanged, `""` description means none.
-    fn validate(self, media_public_url: &str) -> Result<ProfileChange> {
+    pub fn validate(self, media_public_url: &str) -> Result<ProfileChange> {
         let name = self.name.map(|n| validation::display_name("name", &n)).transpose()?;
         let avatar = self
             .avatar
@@ -108,18 +106,14 @@ async fn update_me(
     auth: Auth,
     Json(patch): Json<UserPatch>,
 ) -> Result<axum::Json<UserExt>> {
-    let mut change = patch.validate(&state.config.media_public_url)?;
+    let change = patch.validate(&state.config.media_public_url)?;
+    let changed = !change.is_empty();
     let mut tx = state.db.begin().await?;
-    if let Some(Some(avatar)) = &change.avatar {
-        // The object must exist in the avatar store; it is claimed with the profile change.
-        let key = media::claim_reference(&mut tx, &state.media, Store::Avatar, avatar, "avatar").await?;
-        change.avatar = Some(Some(key));
-    }
-    if !change.is_empty() && !users::update_profile(&mut *tx, auth.user_id, &change).await? {
+    if !profiles::apply_change(&mut tx, &state.media, auth.user_id, change).await? {
         return Err(Error::not_found());
     }
     tx.commit().await?;
-    if change.is_empty() {
+    if !changed {
         let user = users::get_ext(&state.db, auth.user_id)
             .await?
             .ok_or_else(Error::not_found)?;

@@ -2,20 +2,26 @@
 //! from PostgreSQL, so a revocation takes effect at once on every instance. The REST extractors
 //! and the `/ws` and `/collab` sockets share it.
 
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 
+use crate::entities::bots;
 use crate::entities::sessions::{self, SessionState};
 use crate::error::{Error, ErrorCode};
 use crate::functions::ids::{SessionId, UserId};
 use crate::functions::jwt::{Claims, JwtKeys, TokenError};
 
+/// What a verified token is bound to: a user's auth session, or a bot's token generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    Session(SessionId),
+    Bot { generation: i64 },
+}
+
 /// A caller with a valid user or bot token (auth mode `any`).
 #[derive(Debug, Clone, Copy)]
 pub struct Auth {
     pub user_id: UserId,
-    /// The auth session of a user token; `None` for bots.
-    pub session_id: Option<SessionId>,
-    pub is_bot: bool,
+    pub grant: Grant,
 }
 
 impl Auth {
@@ -23,17 +29,54 @@ impl Auth {
     pub async fn verify(jwt: &JwtKeys, db: &PgPool, token: &str) -> Result<Auth, Error> {
         PendingAuth::verify(jwt, token)?.check(db).await
     }
+
+    /// The auth session of a user token; `None` for bots.
+    pub fn session_id(&self) -> Option<SessionId> {
+        match self.grant {
+            Grant::Session(s) => Some(s),
+            Grant::Bot { .. } => None,
+        }
+    }
+
+    pub fn is_bot(&self) -> bool {
+        matches!(self.grant, Grant::Bot { .. })
+    }
+
+    /// The key whose revocation closes this caller's sockets: the auth session, or for a bot
+    /// its user id (regenerating the secret or deleting the bot revokes every bot socket).
+    pub fn revocation_key(&self) -> SessionId {
+        match self.grant {
+            Grant::Session(s) => s,
+            Grant::Bot { .. } => SessionId(self.user_id.0),
+        }
+    }
+
+    /// Whether the grant is still live (read again after a socket subscribed to revocations).
+    pub async fn is_live(&self, db: impl PgExecutor<'_>) -> bool {
+        grant_state(db, self.user_id, self.grant).await.ok() == Some(SessionState::Live)
+    }
 }
 
-/// A caller whose user token is verified (signature and claims) but whose session is not yet
-/// known to be live. A handler taking it must, before it reports any other error, either
-/// [`check`](Self::check) the session or read its state in the same round trip as its first
-/// query and [`resolve`](Self::resolve) it: the answers and their order are then those of
-/// [`Auth`], without a round trip of its own.
+async fn grant_state(db: impl PgExecutor<'_>, user: UserId, grant: Grant) -> Result<SessionState, Error> {
+    match grant {
+        Grant::Session(s) => sessions::state(db, user, s).await,
+        Grant::Bot { generation } => Ok(match bots::generation_is_current(db, user, generation).await? {
+            Some(true) => SessionState::Live,
+            Some(false) => SessionState::Revoked,
+            None => SessionState::Unknown,
+        }),
+    }
+}
+
+/// A caller whose token is verified (signature and claims) but whose session is not yet known
+/// to be live. A handler taking it must, before it reports any other error, either
+/// [`check`](Self::check) the grant or, for a user token, read its session's state in the same
+/// round trip as its first query and [`resolve`](Self::resolve) it: the answers and their
+/// order are then those of [`Auth`], without a round trip of its own.
 #[derive(Debug, Clone, Copy)]
 pub struct PendingAuth {
     pub user_id: UserId,
-    pub session_id: SessionId,
+    pub grant: Grant,
 }
 
 impl PendingAuth {
@@ -42,29 +85,36 @@ impl PendingAuth {
             TokenError::Expired => Error::new(ErrorCode::TokenExpired, "The access token has expired"),
             TokenError::Invalid => invalid_token(),
         })?;
-        match claims.sid {
-            // Bot tokens are issued by `bots.login` only, which checks the bot's generation;
-            // no bot can exist before the bots tables do, so none is valid yet.
-            None => Err(invalid_token()),
-            Some(sid) => Ok(PendingAuth {
-                user_id: UserId(claims.sub),
-                session_id: SessionId(sid),
-            }),
+        let grant = match (claims.sid, claims.r#gen) {
+            (_, Some(generation)) if claims.is_bot() => Grant::Bot { generation },
+            (Some(sid), _) => Grant::Session(SessionId(sid)),
+            _ => return Err(invalid_token()),
+        };
+        Ok(PendingAuth {
+            user_id: UserId(claims.sub),
+            grant,
+        })
+    }
+
+    /// The user token's session, to read along with other data; `None` for bots.
+    pub fn session_id(&self) -> Option<SessionId> {
+        match self.grant {
+            Grant::Session(s) => Some(s),
+            Grant::Bot { .. } => None,
         }
     }
 
-    /// Reads the session's state on its own.
-    pub async fn check(self, db: &PgPool) -> Result<Auth, Error> {
-        self.resolve(sessions::state(db, self.user_id, self.session_id).await?)
+    /// Reads the grant's state on its own.
+    pub async fn check(self, db: impl PgExecutor<'_>) -> Result<Auth, Error> {
+        self.resolve(grant_state(db, self.user_id, self.grant).await?)
     }
 
-    /// The caller, given the session's state read along with other data.
-    pub fn resolve(self, session: SessionState) -> Result<Auth, Error> {
-        match session {
+    /// The caller, given the grant's state read along with other data.
+    pub fn resolve(self, state: SessionState) -> Result<Auth, Error> {
+        match state {
             SessionState::Live => Ok(Auth {
                 user_id: self.user_id,
-                session_id: Some(self.session_id),
-                is_bot: false,
+                grant: self.grant,
             }),
             SessionState::Revoked => Err(Error::new(ErrorCode::SessionRevoked, "This session has been revoked")),
             SessionState::Unknown => Err(invalid_token()),

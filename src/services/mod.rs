@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod bots;
 pub mod members;
 pub mod messages;
 pub mod profiles;

@@ -2,12 +2,31 @@
 
 use sqlx::PgPool;
 
-use crate::entities::users::{self, UserExt};
-use crate::entities::{members, spaces};
+use crate::entities::users::{self, ProfileChange, UserExt};
+use crate::entities::{media, members, spaces};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::functions::bus::Bus;
 use crate::functions::ids::{SpaceId, UserId};
+use crate::functions::media::{MediaStore, Store};
+
+/// Applies a validated profile change inside `tx`: a new avatar must exist in the avatar store
+/// and is claimed with the change. `false` when the user does not exist.
+pub async fn apply_change(
+    tx: &mut sqlx::PgConnection,
+    media: &MediaStore,
+    user: UserId,
+    mut change: ProfileChange,
+) -> Result<bool> {
+    if change.is_empty() {
+        return Ok(users::get_ext(&mut *tx, user).await?.is_some());
+    }
+    if let Some(Some(avatar)) = &change.avatar {
+        let key = media::claim_reference(tx, media, Store::Avatar, avatar, "avatar").await?;
+        change.avatar = Some(Some(key));
+    }
+    users::update_profile(&mut *tx, user, &change).await
+}
 
 /// After a committed change of a user's profile or handle: reads the user and publishes
 /// `users.onUpdate` to the profile topic (the user's own sessions and their profile audience),

@@ -93,7 +93,15 @@ async fn served_operations_match_mikoto() {
     let mikoto = mikoto_api();
     let dns = std::sync::Arc::new(ScriptedDns::default());
     let probe = dns.clone();
-    let app = TestApp::builder().state(move |s| s.domain_probe = probe).spawn().await;
+    let app = TestApp::builder()
+        .state(move |s| s.domain_probe = probe)
+        .config(|c| {
+            c.livekit_url = Some("wss://voice.alterego.test".into());
+            c.livekit_api_key = Some("APIcontract".into());
+            c.livekit_api_secret = Some("contract-secret-contract-secret".into());
+        })
+        .spawn()
+        .await;
     let ours = app.get("/api.json", None).await;
     ours.expect(200, None);
     assert_eq!(ours.body["openapi"].as_str().map(|v| v.starts_with("3.1")), Some(true));
@@ -242,6 +250,7 @@ async fn served_operations_match_mikoto() {
     community_scenario(&app, &contract, &mut seen).await;
     conversation_scenario(&app, &contract, &mut seen).await;
     handles_scenario(&app, &dns, &contract, &mut seen).await;
+    bots_and_voice_scenario(&app, &contract, &mut seen).await;
 
     assert_eq!(
         seen, served,
@@ -626,4 +635,69 @@ async fn handles_scenario(app: &TestApp, dns: &ScriptedDns, contract: &Contract,
     check("POST", "/spaces/{spaceId}/handle/verify/complete", &verified);
     let resolved = app.get("/handles/team.example.org", None).await;
     check("GET", "/handles/{handle}", &resolved);
+}
+
+/// Bots and voice (spec §4.3, §4.11), validated against Mikoto's schemas.
+async fn bots_and_voice_scenario(app: &TestApp, contract: &Contract, seen: &mut BTreeSet<String>) {
+    let owner = app.register("Bot Owner").await;
+    let o = Some(owner.access.as_str());
+    let mut check = |m: &str, p: &str, r: &crate::common::Resp| contract.check(seen, m, p, r);
+
+    let created = app.post("/bots/", o, json!({"name": "Contract Bot"})).await;
+    check("POST", "/bots/", &created);
+    let bot = created.body["id"].as_str().unwrap().to_string();
+    let secret = created.body["token"].as_str().unwrap().to_string();
+    check("GET", "/bots/", &app.get("/bots/", o).await);
+    check("GET", "/bots/{botId}", &app.get(&format!("/bots/{bot}"), o).await);
+    let login = app
+        .post("/bots/login", None, json!({"botId": bot, "token": secret}))
+        .await;
+    check("POST", "/bots/login", &login);
+    let patched = app
+        .patch(
+            &format!("/bots/{bot}"),
+            o,
+            json!({"name": "Renamed Bot", "visibility": "PUBLIC", "permissions": ["messages"], "description": null}),
+        )
+        .await;
+    check("PATCH", "/bots/{botId}", &patched);
+    let space = app.post("/spaces/", o, json!({"name": "Bots' home"})).await;
+    let sid = space.body["id"].as_str().unwrap().to_string();
+    check(
+        "POST",
+        "/bots/{botId}/install",
+        &app.post(&format!("/bots/{bot}/install"), o, json!({"spaceId": sid}))
+            .await,
+    );
+    check(
+        "GET",
+        "/bots/{botId}/spaces",
+        &app.get(&format!("/bots/{bot}/spaces"), o).await,
+    );
+    check(
+        "POST",
+        "/bots/{botId}/regenerate-token",
+        &app.post(&format!("/bots/{bot}/regenerate-token"), o, json!({})).await,
+    );
+    check(
+        "DELETE",
+        "/bots/{botId}/spaces/{spaceId}",
+        &app.delete(&format!("/bots/{bot}/spaces/{sid}"), o).await,
+    );
+    check("DELETE", "/bots/{botId}", &app.delete(&format!("/bots/{bot}"), o).await);
+
+    let voice = app
+        .post(
+            &format!("/spaces/{sid}/channels/"),
+            o,
+            json!({"name": "Voice", "type": "VOICE"}),
+        )
+        .await;
+    let vid = voice.body["id"].as_str().unwrap().to_string();
+    check(
+        "POST",
+        "/spaces/{spaceId}/channels/{channelId}/voice/",
+        &app.post(&format!("/spaces/{sid}/channels/{vid}/voice/"), o, json!({}))
+            .await,
+    );
 }

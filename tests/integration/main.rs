@@ -9,6 +9,7 @@ mod common;
 
 mod account;
 mod authorization;
+mod bots;
 mod bus;
 mod community;
 mod constraints;
