@@ -14,9 +14,12 @@ use crate::functions::jwt::JwtKeys;
 use crate::functions::mail::Mailer;
 use crate::functions::media::{MediaStore, StoreError};
 use crate::functions::passwords::Hasher;
+use crate::functions::push_transport::PushNetwork;
 use crate::functions::rate_limit::RateLimiter;
 use crate::functions::verification::{NetworkProbe, SharedProbe};
+use crate::functions::webpush::VapidKeys;
 use crate::gateway::Gateway;
+use crate::services::push::Pusher;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -42,6 +45,9 @@ pub struct AppState {
     pub domain_probe: SharedProbe,
     /// The `/ws` gateway: sessions, the hub, presence (spec §7, §8).
     pub gateway: Gateway,
+    /// Web Push (spec §12.2); `None` when VAPID is not configured. Tests replace it to send to
+    /// a local receiver.
+    pub push: Option<Pusher>,
     draining: Arc<AtomicBool>,
 }
 
@@ -55,6 +61,8 @@ pub enum StateError {
     Media(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("Web Push: {0}")]
+    Vapid(String),
 }
 
 impl AppState {
@@ -80,12 +88,30 @@ impl AppState {
         let config = Arc::new(config);
         let jwt = Arc::new(JwtKeys::new(&config.jwt_secret, &config.jwt_issuer));
         let gateway = Gateway::start(config.clone(), db.clone(), jwt.clone(), bus.clone(), redis.clone());
+        let push = match (
+            &config.vapid_public_key,
+            &config.vapid_private_key,
+            &config.vapid_subject,
+        ) {
+            (None, None, None) => None,
+            (Some(public), Some(private), Some(subject)) => {
+                let keys = VapidKeys::new(public, private, subject).map_err(|e| StateError::Vapid(e.to_string()))?;
+                let network = PushNetwork::new(config.push_endpoint_allowlist.clone());
+                Some(Pusher::start(keys, network, db.clone(), gateway.clone(), &config))
+            }
+            _ => {
+                return Err(StateError::Vapid(
+                    "VAPID_PUBLIC_KEY, VAPID_PRIVATE_KEY and VAPID_SUBJECT must be set together".into(),
+                ));
+            }
+        };
         Ok(AppState {
             jwt,
             hasher: Hasher::new(config.bcrypt_cost)?,
             metrics: crate::middlewares::metrics::recorder(),
             config,
             gateway,
+            push,
             db,
             redis,
             bus,

@@ -324,3 +324,13 @@ pub async fn purge_expired_challenges(db: impl PgExecutor<'_>) -> Result<u64, Er
         .await?
         .rows_affected())
 }
+
+/// The users holding any of `handles` (lowercase), for mentions.
+pub async fn users_holding(db: impl PgExecutor<'_>, handles: &[String]) -> Result<Vec<UserId>, Error> {
+    Ok(
+        sqlx::query_scalar("SELECT user_id FROM handles WHERE handle = ANY($1) AND user_id IS NOT NULL")
+            .bind(handles)
+            .fetch_all(db)
+            .await?,
+    )
+}

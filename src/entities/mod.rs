@@ -15,6 +15,7 @@ pub mod messages;
 pub mod overrides;
 pub mod password_resets;
 pub mod preferences;
+pub mod push_subscriptions;
 pub mod relations;
 pub mod roles;
 pub mod sessions;

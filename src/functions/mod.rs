@@ -11,6 +11,7 @@ pub mod livekit;
 pub mod mail;
 pub mod media;
 pub mod media_ref;
+pub mod notification;
 pub mod passwords;
 pub mod patch;
 pub mod permissions;

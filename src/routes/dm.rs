@@ -112,6 +112,7 @@ async fn create(
         service::send(
             &state.bus,
             &state.media,
+            state.push.as_ref(),
             state.db.acquire().await?,
             auth.user_id,
             p.channel_id,

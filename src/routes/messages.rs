@@ -137,6 +137,7 @@ async fn create(
     let message = service::send(
         &state.bus,
         &state.media,
+        state.push.as_ref(),
         conn,
         auth.user_id,
         p.channel_id,

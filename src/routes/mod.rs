@@ -13,6 +13,7 @@ pub mod members;
 pub mod messages;
 pub mod meta;
 mod params;
+pub mod push;
 pub mod relations;
 pub mod roles;
 pub mod spaces;
@@ -88,6 +89,7 @@ pub fn api_router() -> ApiRouter<AppState> {
         .merge(dm::router())
         .merge(bots::router())
         .merge(voice::router())
+        .merge(push::router())
 }
 
 /// Document-level facts: title, version, the bearer scheme, the default error response.
@@ -156,6 +158,7 @@ mod tests {
             pairs(&[("auth", "ip"), ("register", "ip")])
         );
         for path in [
+            "/bots/login",
             "/account/login",
             "/account/reset_password",
             "/account/reset_password/submit",

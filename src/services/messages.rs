@@ -1,6 +1,7 @@
 //! Sending, editing and deleting messages, shared by space channels and DMs (spec §4.6,
 //! §4.10), and the paging and search parameters both use.
 
+use crate::services::push::Pusher;
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use uuid::Uuid;
@@ -88,6 +89,7 @@ pub fn sanitize_filename(raw: &str) -> String {
 pub async fn send(
     bus: &Bus,
     store: &MediaStore,
+    push: Option<&Pusher>,
     mut conn: PoolConnection<Postgres>,
     author: UserId,
     channel: ChannelId,
@@ -132,6 +134,9 @@ pub async fn send(
     // Committed: the connection goes back before the event is published.
     drop(conn);
     Event::MessageCreated(conversation, &message).publish(bus).await;
+    if let Some(push) = push {
+        push.message_created(conversation, &message);
+    }
     Ok(message)
 }
 

@@ -8,3 +8,4 @@ pub mod bots;
 pub mod members;
 pub mod messages;
 pub mod profiles;
+pub mod push;

@@ -402,6 +402,10 @@ async fn bot_operations_authorization_matrix() {
             "owner",
         );
     }
+    let other_bot_token = {
+        let (b, s) = create_bot(&app, &other, "Restricted").await;
+        bot_login(&app, &b, &s).await
+    };
     // The bot-token restrictions of §6.6 beyond the bot operations.
     for (method, path, body) in [
         (
@@ -413,11 +417,43 @@ async fn bot_operations_authorization_matrix() {
         (Method::GET, "/relations/".into(), Value::Null),
         (Method::GET, "/dm/unreads".into(), Value::Null),
         (Method::POST, "/spaces/".into(), json!({"name": "S"})),
+        (Method::POST, "/spaces/join/someinvite".into(), json!({})),
+        (
+            Method::POST,
+            format!("/spaces/{sid}/transfer_ownership"),
+            json!({"userId": other.id}),
+        ),
+        (
+            Method::POST,
+            "/users/me/handle/verify".into(),
+            json!({"handle": "bot.example.org"}),
+        ),
+        (
+            Method::POST,
+            "/users/me/handle/verify/complete".into(),
+            json!({"handle": "bot.example.org"}),
+        ),
+        (
+            Method::POST,
+            format!("/spaces/{sid}/handle/verify"),
+            json!({"handle": "team.example.org"}),
+        ),
+        (
+            Method::POST,
+            format!("/spaces/{sid}/handle/verify/complete"),
+            json!({"handle": "team.example.org"}),
+        ),
+        (
+            Method::POST,
+            "/push/subscribe".into(),
+            json!({"endpoint": "https://push.example.com/x", "p256dh": "a", "auth": "b"}),
+        ),
+        (
+            Method::POST,
+            "/push/unsubscribe".into(),
+            json!({"endpoint": "https://push.example.com/x"}),
+        ),
     ] {
-        let other_bot_token = {
-            let (b, s) = create_bot(&app, &other, "Restricted").await;
-            bot_login(&app, &b, &s).await
-        };
         let r = app
             .call(
                 method.clone(),
@@ -650,4 +686,25 @@ async fn voice_tokens_verify_with_livekit_and_follow_send_messages() {
         )
         .await
         .expect(503, Some("VoiceUnavailable"));
+}
+
+/// `bots.login` is limited per bot (10 a minute, spec §11.2) whatever the client address, so a
+/// secret cannot be guessed from many addresses; other bots are unaffected.
+#[tokio::test]
+async fn bot_login_is_rate_limited_per_bot() {
+    let app = TestApp::spawn().await;
+    let owner = app.register("Owner").await;
+    let (bot, secret) = create_bot(&app, &owner, "Guarded").await;
+    let (other, other_secret) = create_bot(&app, &owner, "Other").await;
+    for _ in 0..10 {
+        app.post("/bots/login", None, json!({"botId": bot, "token": "guess"}))
+            .await
+            .expect(401, Some("WrongPassword"));
+    }
+    let limited = app
+        .post("/bots/login", None, json!({"botId": bot, "token": secret}))
+        .await;
+    limited.expect(429, Some("RateLimited"));
+    assert!(limited.header("retry-after").is_some());
+    bot_login(&app, &other, &other_secret).await;
 }

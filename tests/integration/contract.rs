@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::common::{PASSWORD, TestApp};
+use base64::Engine;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -96,6 +97,10 @@ async fn served_operations_match_mikoto() {
     let app = TestApp::builder()
         .state(move |s| s.domain_probe = probe)
         .config(|c| {
+            let (public, private) = crate::push::vapid_pair();
+            c.vapid_public_key = Some(public);
+            c.vapid_private_key = Some(private);
+            c.vapid_subject = Some("https://alterego.test".into());
             c.livekit_url = Some("wss://voice.alterego.test".into());
             c.livekit_api_key = Some("APIcontract".into());
             c.livekit_api_secret = Some("contract-secret-contract-secret".into());
@@ -685,6 +690,34 @@ async fn bots_and_voice_scenario(app: &TestApp, contract: &Contract, seen: &mut 
         &app.delete(&format!("/bots/{bot}/spaces/{sid}"), o).await,
     );
     check("DELETE", "/bots/{botId}", &app.delete(&format!("/bots/{bot}"), o).await);
+
+    check("GET", "/push/config", &app.get("/push/config", None).await);
+    // A literal public address passes the SSRF rules without DNS.
+    let endpoint = "https://93.184.216.34/push/contract";
+    let (p256dh, auth) = {
+        use aws_lc_rs::agreement::{ECDH_P256, PrivateKey};
+        let key = PrivateKey::generate(&ECDH_P256).unwrap();
+        let public = key.compute_public_key().unwrap();
+        (
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public.as_ref()),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([9u8; 16]),
+        )
+    };
+    check(
+        "POST",
+        "/push/subscribe",
+        &app.post(
+            "/push/subscribe",
+            o,
+            json!({"endpoint": endpoint, "p256dh": p256dh, "auth": auth}),
+        )
+        .await,
+    );
+    check(
+        "POST",
+        "/push/unsubscribe",
+        &app.post("/push/unsubscribe", o, json!({"endpoint": endpoint})).await,
+    );
 
     let voice = app
         .post(

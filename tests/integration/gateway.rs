@@ -39,6 +39,7 @@ async fn send(app: &TestApp, user: &TestUser, sid: &str, cid: &str, text: &str) 
     let m = alterego::services::messages::send(
         &app.state.bus,
         &app.state.media,
+        None,
         conn,
         UserId(uuid(&user.id)),
         ChannelId(uuid(cid)),

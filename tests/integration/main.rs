@@ -23,5 +23,6 @@ mod media;
 mod node_checks;
 mod ops;
 mod pagination;
+mod push;
 mod rate_limit;
 mod users;
