@@ -521,12 +521,18 @@ async fn a_bot_on_the_gateway_sees_what_its_permissions_allow_and_is_closed_on_r
     assert!(again.closed(Duration::from_secs(5)).await.is_some());
 }
 
+/// The member events of a bot's life reach the space (install, profile change, deletion), and a
+/// deleted bot's sockets close on every instance.
 #[tokio::test]
-async fn a_bot_deleted_is_closed_and_leaves_its_spaces_with_events() {
+async fn a_bot_deleted_is_closed_everywhere_and_leaves_its_spaces_with_events() {
     let app = TestApp::spawn().await;
+    let peer = app.spawn_peer().await;
     let owner = app.register("Owner").await;
+    let outsider = app.register("Outsider").await;
     let (sid, _) = space(&app, &owner, &[]).await;
     let (bot, secret) = create_bot(&app, &owner, "Doomed").await;
+    let mut owner_ws = app.ws_auth(&owner).await;
+    let mut outsider_ws = app.ws_auth(&outsider).await;
     app.post(
         &format!("/bots/{bot}/install"),
         Some(&owner.access),
@@ -534,16 +540,32 @@ async fn a_bot_deleted_is_closed_and_leaves_its_spaces_with_events() {
     )
     .await
     .expect(200, None);
+    let joined = owner_ws.expect("members.onCreate").await;
+    assert_eq!(joined.data["user"]["id"], bot.as_str());
+
     let token = bot_login(&app, &bot, &secret).await;
     let mut bot_ws = app.ws_open("").await;
     bot_ws.authenticate(&token).await;
-    let mut owner_ws = app.ws_auth(&owner).await;
+    let mut bot_on_peer = peer.ws_open("").await;
+    bot_on_peer.authenticate(&token).await;
+
+    app.patch(&format!("/bots/{bot}"), Some(&owner.access), json!({"name": "Renamed"}))
+        .await
+        .expect(200, None);
+    let (updated, _) = owner_ws.until("members.onUpdate").await;
+    assert_eq!(updated.data["user"]["name"], "Renamed");
+
     app.delete(&format!("/bots/{bot}"), Some(&owner.access))
         .await
         .expect(200, None);
-    let gone = owner_ws.expect("members.onDelete").await;
+    let (gone, _) = owner_ws.until("members.onDelete").await;
     assert_eq!(gone.data["user"]["id"], bot.as_str());
     assert_eq!(bot_ws.closed(Duration::from_secs(5)).await, Some(4006));
+    assert_eq!(bot_on_peer.closed(Duration::from_secs(5)).await, Some(4006));
+    // Someone outside the space saw none of it.
+    for frame in outsider_ws.drain(Duration::from_millis(300)).await {
+        assert!(!frame.data.to_string().contains(&bot), "outsider saw {frame:?}");
+    }
     let row: Option<String> = sqlx::query_scalar("SELECT category FROM users WHERE id = $1::uuid")
         .bind(&bot)
         .fetch_one(app.db())
