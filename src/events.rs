@@ -82,12 +82,17 @@ ops! {
     OverrideSet = "internal.overrides.set",
     /// Internal: a channel override was deleted.
     OverrideDeleted = "internal.overrides.delete",
+    /// Internal: a Y update or awareness message of a collab room, relayed to other instances.
+    CollabRelay = "internal.collab.relay",
 }
 
 impl Op {
     /// Ops that keep the gateway's state current and never reach a client.
     pub const fn is_internal(self) -> bool {
-        matches!(self, Op::OverrideSet | Op::OverrideDeleted | Op::SessionRevoked)
+        matches!(
+            self,
+            Op::OverrideSet | Op::OverrideDeleted | Op::SessionRevoked | Op::CollabRelay
+        )
     }
 }
 
@@ -118,6 +123,8 @@ pub enum Audience {
     AuthSession(SessionId),
     /// No client: the gateway's view of the space.
     SpaceView(SpaceId),
+    /// The instances that hold a document's collab room.
+    CollabRoom(ChannelId),
 }
 
 impl Audience {
@@ -133,6 +140,7 @@ impl Audience {
             Audience::Profile(u) => vec![Topic::profile(u)],
             Audience::User(u) => vec![Topic::user(u)],
             Audience::AuthSession(s) => vec![Topic::session(s)],
+            Audience::CollabRoom(c) => vec![Topic::collab(c)],
         }
     }
 }
@@ -197,6 +205,17 @@ pub struct OverrideKey {
     pub target_id: Uuid,
 }
 
+/// `internal.collab.relay` data: one y-protocols message of a collab room, from one instance to
+/// the others that hold the room.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CollabRelay {
+    /// The publishing instance (it ignores its own relays).
+    pub origin: Uuid,
+    /// The encoded message (a Sync Update or an Awareness message), base64.
+    pub message: String,
+}
+
 /// One event: the variant names the op and the payload type, its fields the audience.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
@@ -233,6 +252,7 @@ pub enum Event<'a> {
     SessionRevoked(SessionId, &'a Revoked),
     OverrideSet(SpaceId, &'a ChannelOverride),
     OverrideDeleted(SpaceId, &'a OverrideKey),
+    CollabRelay(ChannelId, &'a CollabRelay),
 }
 
 impl Event<'_> {
@@ -264,6 +284,7 @@ impl Event<'_> {
             Event::SessionRevoked(..) => Op::SessionRevoked,
             Event::OverrideSet(..) => Op::OverrideSet,
             Event::OverrideDeleted(..) => Op::OverrideDeleted,
+            Event::CollabRelay(..) => Op::CollabRelay,
         }
     }
 
@@ -287,6 +308,7 @@ impl Event<'_> {
             Event::PresenceUpdated(p) => Audience::Profile(p.user_id),
             Event::SessionRevoked(s, _) => Audience::AuthSession(s),
             Event::OverrideSet(s, _) | Event::OverrideDeleted(s, _) => Audience::SpaceView(s),
+            Event::CollabRelay(c, _) => Audience::CollabRoom(c),
         }
     }
 
@@ -314,6 +336,7 @@ impl Event<'_> {
             Event::SessionRevoked(_, r) => raw(r),
             Event::OverrideSet(_, o) => raw(o),
             Event::OverrideDeleted(_, k) => raw(k),
+            Event::CollabRelay(_, r) => raw(r),
         }
     }
 
@@ -379,6 +402,27 @@ impl Outbox {
     }
 }
 
+/// The head of a published payload `{"id","op","data"}`.
+#[derive(Deserialize)]
+pub struct Published<'a> {
+    pub id: Uuid,
+    #[serde(borrow)]
+    pub op: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+}
+
+impl Published<'_> {
+    pub fn parse(payload: &[u8]) -> Option<Published<'_>> {
+        serde_json::from_slice(payload).ok()
+    }
+
+    /// The op, when it is one this server publishes.
+    pub fn op(&self) -> Option<Op> {
+        Op::parse(&self.op)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +453,10 @@ mod tests {
     fn every_event_names_its_op_and_audience() {
         let (space, channel, me, other) = (SpaceId(id()), ChannelId(id()), UserId(id()), UserId(id()));
         let session = SessionId(id());
+        let relay = CollabRelay {
+            origin: id(),
+            message: "AAE=".into(),
+        };
         let ch = Channel {
             id: channel,
             space_id: Some(space),
@@ -625,6 +673,11 @@ mod tests {
                 Event::OverrideDeleted(space, &ov_key),
                 "internal.overrides.delete",
                 Audience::SpaceView(space),
+            ),
+            (
+                Event::CollabRelay(channel, &relay),
+                "internal.collab.relay",
+                Audience::CollabRoom(channel),
             ),
         ];
         for (event, op, audience) in &table {

@@ -2,6 +2,7 @@
 //!
 //! [`app`] is the whole HTTP surface; `main` and the integration tests both serve it.
 
+pub mod collab;
 pub mod config;
 pub mod db;
 pub mod entities;
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Result<Router, RouterError> {
         .merge(routes::meta::ops_router())
         .merge(routes::media::router(&state.config))
         .merge(routes::ws::router())
+        .merge(routes::collab::router())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(
@@ -118,6 +120,7 @@ pub async fn serve(
     spawn_janitor(state.clone());
     spawn_media_gc(state.clone());
     let gateway = state.gateway.clone();
+    let collab = state.collab.clone();
     let app = app(state).map_err(std::io::Error::other)?;
     let service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
     // Events are small frames that must leave at once: no Nagle delay behind unacknowledged data.
@@ -127,6 +130,7 @@ pub async fn serve(
     let served = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
     // In-flight REST requests have finished; now the sockets (spec §8.6). Upgraded connections
     // are not held by axum's graceful shutdown: the gateway closes them itself.
+    collab.shutdown().await;
     gateway.shutdown().await;
     served
 }

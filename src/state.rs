@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
+use crate::collab::Collab;
 use crate::config::Config;
 use crate::functions::attestation::HandleKeys;
 use crate::functions::bus::Bus;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub domain_probe: SharedProbe,
     /// The `/ws` gateway: sessions, the hub, presence (spec §7, §8).
     pub gateway: Gateway,
+    /// The `/collab` rooms of this instance (spec §9).
+    pub collab: Collab,
     /// Web Push (spec §12.2); `None` when VAPID is not configured. Tests replace it to send to
     /// a local receiver.
     pub push: Option<Pusher>,
@@ -88,6 +91,7 @@ impl AppState {
         let config = Arc::new(config);
         let jwt = Arc::new(JwtKeys::new(&config.jwt_secret, &config.jwt_issuer));
         let gateway = Gateway::start(config.clone(), db.clone(), jwt.clone(), bus.clone(), redis.clone());
+        let collab = Collab::start(db.clone(), bus.clone(), redis.clone(), config.redis_prefix.clone());
         let push = match (
             &config.vapid_public_key,
             &config.vapid_private_key,
@@ -110,6 +114,7 @@ impl AppState {
             hasher: Hasher::new(config.bcrypt_cost)?,
             metrics: crate::middlewares::metrics::recorder(),
             config,
+            collab,
             gateway,
             push,
             db,

@@ -211,6 +211,23 @@ pub async fn acknowledge(
     .on_constraint("channel_unreads_channel_id_fkey", |_| Error::not_found())
 }
 
+/// The space (none for a DM channel) and type of a channel, by id alone.
+pub async fn locate(db: impl PgExecutor<'_>, id: ChannelId) -> Result<Option<(Option<SpaceId>, ChannelType)>, Error> {
+    Ok(sqlx::query_as("SELECT space_id, type FROM channels WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?)
+}
+
+/// Marks the channel as updated now (a document save moves `lastUpdated`).
+pub async fn touch(db: impl PgExecutor<'_>, id: ChannelId) -> Result<(), Error> {
+    sqlx::query("UPDATE channels SET last_updated = now() WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -156,3 +156,19 @@ pub async fn collect_garbage(db: &PgPool, media: &MediaStore, grace: Duration) -
         }
     }
 }
+
+/// Claims the objects a document's content names (spec §10.8). Unknown keys are ignored: a
+/// document is free text.
+pub async fn claim_keys(db: impl PgExecutor<'_>, keys: &[String]) -> Result<(), Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE media_objects SET claimed_at = COALESCE(claimed_at, now()) \
+         WHERE key = ANY($1) AND store = 'attachment'",
+    )
+    .bind(keys)
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod bans;
 pub mod bots;
 pub mod channels;
+pub mod documents;
 pub mod handles;
 pub mod idempotency;
 pub mod invites;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::functions::ids::{SessionId, UserId};
+use crate::functions::ids::{ChannelId, SessionId, UserId};
 
 /// Capacity of the process-wide inbound stream; a receiver that lags behind it must resync.
 const INBOUND_CAPACITY: usize = 65_536;
@@ -48,6 +48,10 @@ impl Topic {
     pub fn space(id: Uuid) -> Self {
         Topic(format!("space:{id}").into())
     }
+    /// The instances holding one document's collab room (spec §9.4 `collab:{channelId}`).
+    pub fn collab(id: ChannelId) -> Self {
+        Topic(format!("collab:{id}").into())
+    }
     /// Control messages for one instance (spec §8.3 `instance:{instanceId}`: resume take-over).
     pub fn instance(id: Uuid) -> Self {
         Topic(format!("instance:{id}").into())
@@ -69,6 +73,7 @@ impl Topic {
             "session" => TopicKind::Session(SessionId(id)),
             "space" => TopicKind::Space(id),
             "instance" => TopicKind::Instance(id),
+            "collab" => TopicKind::Collab(ChannelId(id)),
             _ => TopicKind::Other,
         }
     }
@@ -82,6 +87,7 @@ pub enum TopicKind {
     Session(SessionId),
     Space(Uuid),
     Instance(Uuid),
+    Collab(ChannelId),
     Other,
 }
 

@@ -32,6 +32,35 @@ pub fn refusal(store: &str, field: &str) -> Error {
     .with_field(field)
 }
 
+/// The `attachment/<name>.<ext>` keys a document's Markdown mentions, relative or under
+/// `MEDIA_PUBLIC_URL` (spec §10.8: the web client embeds uploaded images), at most 100.
+pub fn attachment_keys(content: &str) -> Vec<String> {
+    const MAX: usize = 100;
+    const PREFIX: &str = "attachment/";
+    let mut keys: Vec<String> = Vec::new();
+    let mut rest = content;
+    while let Some(at) = rest.find(PREFIX) {
+        let tail = &rest[at + PREFIX.len()..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            .unwrap_or(tail.len());
+        let file = tail[..end].trim_end_matches('.');
+        if let Some((name, ext)) = file.rsplit_once('.') {
+            let name_ok = (1..=64).contains(&name.len()) && !name.contains('.');
+            let ext_ok = (1..=8).contains(&ext.len()) && ext.bytes().all(|b| b.is_ascii_alphanumeric());
+            let key = format!("{PREFIX}{file}");
+            if name_ok && ext_ok && !keys.contains(&key) {
+                keys.push(key);
+                if keys.len() == MAX {
+                    break;
+                }
+            }
+        }
+        rest = &tail[end..];
+    }
+    keys
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +94,12 @@ mod tests {
             let e = normalize("avatar", bad, BASE, "avatar").unwrap_err();
             assert_eq!(e.code(), ErrorCode::InvalidMediaReference, "{bad}");
         }
+    }
+
+    #[test]
+    fn document_attachment_keys() {
+        let md = "![a](attachment/abc.png) and ![b](https://m.test/media/attachment/x-y_z.webp). \
+                  not attachment/noext nor attachment/a.b.c; again attachment/abc.png";
+        assert_eq!(attachment_keys(md), vec!["attachment/abc.png", "attachment/x-y_z.webp"]);
     }
 }

@@ -247,7 +247,8 @@ fn space_recipients(op: Op, data: &RawValue) -> Recipients {
         | Op::UserUpdated
         | Op::UserDeleted
         | Op::PresenceUpdated
-        | Op::SessionRevoked => Recipients::Nobody,
+        | Op::SessionRevoked
+        | Op::CollabRelay => Recipients::Nobody,
     }
 }
 
@@ -501,7 +502,7 @@ impl Hub {
             | Op::UserUpdated
             | Op::UserDeleted
             | Op::PresenceUpdated => self.deliver(fx, user, &ev, Instant::now()),
-            Op::OverrideSet | Op::OverrideDeleted | Op::SessionRevoked => {}
+            Op::OverrideSet | Op::OverrideDeleted | Op::SessionRevoked | Op::CollabRelay => {}
         }
     }
 
@@ -540,7 +541,8 @@ impl Hub {
             | Op::UnreadUpdated
             | Op::SessionRevoked
             | Op::OverrideSet
-            | Op::OverrideDeleted => return,
+            | Op::OverrideDeleted
+            | Op::CollabRelay => return,
         };
         let mut recipients: HashSet<UserId> = HashSet::default();
         let limit = match presence {

@@ -18,7 +18,7 @@ use crate::entities::relations::RelationshipExt;
 use crate::entities::roles::Role;
 use crate::entities::spaces::SpaceExt;
 use crate::entities::users::UserExt;
-use crate::events::{ObjectWithId, Op, OverrideKey, Presence, Revoked, TypingUpdate};
+use crate::events::{CollabRelay, ObjectWithId, Op, OverrideKey, Presence, Revoked, TypingUpdate};
 
 /// `authenticate` data.
 #[derive(JsonSchema)]
@@ -56,6 +56,7 @@ fn event_schema(op: Op, schema: &mut impl FnMut(fn(&mut SchemaGenerator) -> sche
         Op::SessionRevoked => schema(|g| g.subschema_for::<Revoked>()),
         Op::OverrideSet => schema(|g| g.subschema_for::<ChannelOverride>()),
         Op::OverrideDeleted => schema(|g| g.subschema_for::<OverrideKey>()),
+        Op::CollabRelay => schema(|g| g.subschema_for::<CollabRelay>()),
     }
 }
 

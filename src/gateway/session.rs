@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -36,26 +34,7 @@ pub struct Event {
     body: Bytes,
 }
 
-/// The head of a published payload `{"id","op","data"}`.
-#[derive(Deserialize)]
-pub struct Published<'a> {
-    pub id: Uuid,
-    #[serde(borrow)]
-    pub op: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    pub data: &'a RawValue,
-}
-
-impl Published<'_> {
-    pub fn parse(payload: &[u8]) -> Option<Published<'_>> {
-        serde_json::from_slice(payload).ok()
-    }
-
-    /// The op, when it is one this server publishes.
-    pub fn op(&self) -> Option<Op> {
-        Op::parse(&self.op)
-    }
-}
+pub use crate::events::Published;
 
 impl Event {
     /// The event of op `op` with serialised `data`.

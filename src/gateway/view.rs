@@ -309,7 +309,8 @@ impl SpaceView {
             | Op::UserUpdated
             | Op::UserDeleted
             | Op::PresenceUpdated
-            | Op::SessionRevoked => {}
+            | Op::SessionRevoked
+            | Op::CollabRelay => {}
         }
         change
     }

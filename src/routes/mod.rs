@@ -5,7 +5,9 @@ pub mod account;
 pub mod bans;
 pub mod bots;
 pub mod channels;
+pub mod collab;
 pub mod dm;
+pub mod documents;
 pub mod handles;
 pub mod invites;
 pub mod media;
@@ -90,6 +92,7 @@ pub fn api_router() -> ApiRouter<AppState> {
         .merge(bots::router())
         .merge(voice::router())
         .merge(push::router())
+        .merge(documents::router())
 }
 
 /// Document-level facts: title, version, the bearer scheme, the default error response.

@@ -642,7 +642,7 @@ async fn handles_scenario(app: &TestApp, dns: &ScriptedDns, contract: &Contract,
     check("GET", "/handles/{handle}", &resolved);
 }
 
-/// Bots and voice (spec §4.3, §4.11), validated against Mikoto's schemas.
+/// Bots, push, documents and voice (spec §4.3, §4.7, §4.11, §4.12), validated against Mikoto's schemas.
 async fn bots_and_voice_scenario(app: &TestApp, contract: &Contract, seen: &mut BTreeSet<String>) {
     let owner = app.register("Bot Owner").await;
     let o = Some(owner.access.as_str());
@@ -717,6 +717,31 @@ async fn bots_and_voice_scenario(app: &TestApp, contract: &Contract, seen: &mut 
         "POST",
         "/push/unsubscribe",
         &app.post("/push/unsubscribe", o, json!({"endpoint": endpoint})).await,
+    );
+
+    let document = app
+        .post(
+            &format!("/spaces/{sid}/channels/"),
+            o,
+            json!({"name": "Notes", "type": "DOCUMENT"}),
+        )
+        .await;
+    let did = document.body["id"].as_str().unwrap().to_string();
+    let docs = format!("/spaces/{sid}/channels/{did}/documents/");
+    check(
+        "GET",
+        "/spaces/{spaceId}/channels/{channelId}/documents/",
+        &app.get(&docs, o).await,
+    );
+    check(
+        "PATCH",
+        "/spaces/{spaceId}/channels/{channelId}/documents/",
+        &app.patch(&docs, o, json!({"content": "# Hello"})).await,
+    );
+    check(
+        "POST",
+        "/spaces/{spaceId}/channels/{channelId}/documents/claim-bootstrap",
+        &app.post(&format!("{docs}claim-bootstrap"), o, json!({})).await,
     );
 
     let voice = app

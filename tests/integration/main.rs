@@ -11,6 +11,8 @@ mod account;
 mod authorization;
 mod bots;
 mod bus;
+mod collab;
+mod collab_client;
 mod community;
 mod constraints;
 mod contract;

@@ -6,6 +6,7 @@
 //! state. The spaces, channels, roles, friendships and DMs tests start from are built by
 //! [`fixtures`].
 
+pub mod collab;
 pub mod fixtures;
 pub mod node;
 pub mod ws;
