@@ -41,7 +41,8 @@ pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// The router with every layer, before trailing-slash normalisation.
 pub fn router(state: AppState) -> Result<Router, RouterError> {
     let (api, doc) = routes::openapi();
-    let doc = serde_json::to_value(&doc)?;
+    let mut doc = serde_json::to_value(&doc)?;
+    routes::reference::finish(&mut doc);
     // Every operation declares its rate limit; an operation without one stops the start here.
     let limits = Arc::new(RouteLimits::from_document(&doc)?);
     let doc = Arc::new(serde_json::to_vec(&doc)?);

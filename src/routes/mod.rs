@@ -16,6 +16,7 @@ pub mod messages;
 pub mod meta;
 mod params;
 pub mod push;
+pub mod reference;
 pub mod relations;
 pub mod roles;
 pub mod spaces;
