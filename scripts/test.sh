@@ -7,9 +7,10 @@
 #    127.0.0.1:6379, starting the local ones when they are down;
 # 2. exports TEST_DATABASE_URL and TEST_REDIS_URL for the test harness
 #    (tests/integration/common), unless they are already set;
-# 3. installs tests/node's Node.js packages from its lockfile (npm ci) when they are missing or
-#    older than tests/node/package-lock.json: the integration tests check the server against
-#    them (tests/integration/common/node.rs);
+# 3. installs the Node.js packages of tests/node and clients/typescript-check from their
+#    lockfiles (npm ci) when they are missing or older than the folder's package-lock.json: the
+#    integration tests check the server against them (tests/integration/common/node.rs, and
+#    tests/integration/ts_client.rs for the TypeScript client generated from /api.json);
 # 4. runs every target's tests with cargo-nextest, or with `cargo test` when
 #    cargo-nextest is not installed. Doc tests are not run.
 #
@@ -92,27 +93,35 @@ ensure_chromium() {
         || die "could not install chromium"
 }
 
-# The integration tests run third-party Node.js packages (LiveKit's server SDK, http_ece) from
-# tests/node, installed exactly as its committed lockfile says.
-NODE_DIR=tests/node
+# The integration tests run third-party Node.js packages from folders of their own, each installed
+# exactly as its committed lockfile says:
+# - tests/node: LiveKit's server SDK, http_ece, y-websocket and the like;
+# - clients/typescript-check: openapi-typescript, openapi-fetch and TypeScript, which generate,
+#   compile and run a TypeScript client from the server's /api.json (issue 16).
+NODE_DIRS=(tests/node clients/typescript-check)
+
+# ensure_node_packages DIR: npm ci in DIR unless its node_modules matches its lockfile.
 ensure_node_packages() {
+    local dir=$1
     need node "install Node.js 20 or later (Debian: nodejs)"
     need npm "install npm (Debian: npm)"
     node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
-        || die "Node.js $(node --version) is too old: $NODE_DIR needs Node.js 20 or later"
+        || die "Node.js $(node --version) is too old: $dir needs Node.js 20 or later"
     # npm writes node_modules/.package-lock.json last, so it is missing after an interrupted install.
-    local stamp="$NODE_DIR/node_modules/.package-lock.json"
-    if [[ -f "$stamp" && ! "$NODE_DIR/package-lock.json" -nt "$stamp" ]]; then
-        log "$NODE_DIR/node_modules is up to date with its lockfile (node $(node --version))"
+    local stamp="$dir/node_modules/.package-lock.json"
+    if [[ -f "$stamp" && ! "$dir/package-lock.json" -nt "$stamp" ]]; then
+        log "$dir/node_modules is up to date with its lockfile (node $(node --version))"
         return 0
     fi
-    log "installing $NODE_DIR's packages from its lockfile: npm ci --prefix $NODE_DIR"
-    npm ci --prefix "$NODE_DIR" --no-audit --no-fund \
-        || die "npm ci --prefix $NODE_DIR failed"
+    log "installing $dir's packages from its lockfile: npm ci --prefix $dir"
+    npm ci --prefix "$dir" --no-audit --no-fund \
+        || die "npm ci --prefix $dir failed"
 }
 
 ensure_chromium
-ensure_node_packages
+for dir in "${NODE_DIRS[@]}"; do
+    ensure_node_packages "$dir"
+done
 
 if [[ "${TEST_SKIP_SERVICES:-0}" == 1 ]]; then
     log "TEST_SKIP_SERVICES=1: not checking local services"

@@ -27,4 +27,5 @@ mod ops;
 mod pagination;
 mod push;
 mod rate_limit;
+mod ts_client;
 mod users;
