@@ -118,7 +118,25 @@ ensure_node_packages() {
         || die "npm ci --prefix $dir failed"
 }
 
+# The OpenAPI validator test runs PyPI's openapi-spec-validator from tests/python/.venv.
+ensure_python_tools() {
+    local dir=tests/python venv=tests/python/.venv
+    need python3 "install Python 3 with venv (Debian: python3-venv)"
+    local stamp="$venv/.installed"
+    if [[ -f "$stamp" && ! "$dir/requirements.txt" -nt "$stamp" ]]; then
+        log "$venv is up to date with $dir/requirements.txt"
+        return 0
+    fi
+    log "installing $dir/requirements.txt into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt install python3-venv)"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$dir/requirements.txt" \
+        || die "pip install -r $dir/requirements.txt failed"
+    touch "$stamp"
+}
+
 ensure_chromium
+ensure_python_tools
 for dir in "${NODE_DIRS[@]}"; do
     ensure_node_packages "$dir"
 done

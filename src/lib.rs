@@ -22,10 +22,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderValue, header};
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use tower::{Layer, ServiceBuilder};
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use tower_http::trace::TraceLayer;
@@ -45,28 +42,14 @@ pub fn router(state: AppState) -> Result<Router, RouterError> {
     routes::reference::finish(&mut doc);
     // Every operation declares its rate limit; an operation without one stops the start here.
     let limits = Arc::new(RouteLimits::from_document(&doc)?);
-    let doc = Arc::new(serde_json::to_vec(&doc)?);
-    let api = api
-        .route(
-            "/api.json",
-            get(move || {
-                let doc = doc.clone();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-                        doc.as_ref().clone(),
-                    )
-                        .into_response()
-                }
-            }),
-        )
-        .route_layer(from_fn_with_state(
-            Limiting {
-                state: state.clone(),
-                routes: limits,
-            },
-            rate_limit::layer,
-        ));
+    let api = api.merge(routes::docs::api_json(serde_json::to_vec(&doc)?));
+    let api = api.route_layer(from_fn_with_state(
+        Limiting {
+            state: state.clone(),
+            routes: limits,
+        },
+        rate_limit::layer,
+    ));
 
     Ok(Router::new()
         .merge(api)

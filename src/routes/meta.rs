@@ -6,7 +6,7 @@ use aide::axum::routing::get_with;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -26,13 +26,11 @@ pub fn api_router() -> ApiRouter<AppState> {
 
 /// Operational endpoints: not rate limited, not in the client API document.
 pub fn ops_router() -> Router<AppState> {
-    let docs = get(docs);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/docs", docs.clone())
-        .route("/scalar", docs)
+        .merge(super::docs::page())
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -78,22 +76,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),
-    )
-        .into_response()
-}
-
-/// The Scalar page, with its JavaScript embedded in the binary (no CDN). Its inline script and
-/// styles need a CSP of their own; the page fetches only `/api.json` from this origin.
-async fn docs() -> Response {
-    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let page = PAGE.get_or_init(|| aide::scalar::Scalar::new("/api.json").with_title("alterego API").html());
-    (
-        [(
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; \
-             connect-src 'self'; img-src 'self' data:; font-src 'self' data:; frame-ancestors 'none'",
-        )],
-        Html(page.as_str()),
     )
         .into_response()
 }

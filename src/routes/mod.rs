@@ -7,6 +7,7 @@ pub mod bots;
 pub mod channels;
 pub mod collab;
 pub mod dm;
+pub mod docs;
 pub mod documents;
 pub mod handles;
 pub mod invites;

@@ -23,6 +23,7 @@ mod handles;
 mod http_contract;
 mod media;
 mod node_checks;
+mod openapi_validator;
 mod ops;
 mod pagination;
 mod push;
