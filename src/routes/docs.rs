@@ -100,8 +100,6 @@ pub fn page() -> Router<AppState> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn the_page_loads_no_fonts_from_elsewhere() {
         let html = aide::scalar::Scalar::new("/api.json").html();
