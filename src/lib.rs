@@ -39,9 +39,10 @@ pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
 pub fn router(state: AppState) -> Result<Router, RouterError> {
     let (api, doc) = routes::openapi();
     let mut doc = serde_json::to_value(&doc)?;
-    routes::reference::finish(&mut doc);
     // Every operation declares its rate limit; an operation without one stops the start here.
     let limits = Arc::new(RouteLimits::from_document(&doc)?);
+    // Then the reference is finished (descriptions, errors, the routes served elsewhere).
+    routes::reference::finish(&mut doc);
     let api = api.merge(routes::docs::api_json(serde_json::to_vec(&doc)?));
     let api = api.route_layer(from_fn_with_state(
         Limiting {

@@ -55,6 +55,7 @@ pub struct BotSpaceInfo {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct CreateBotPayload {
+    #[schemars(length(min = 1, max = crate::functions::validation::NAME_MAX))]
     pub name: String,
 }
 

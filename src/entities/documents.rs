@@ -9,6 +9,9 @@ use uuid::Uuid;
 use crate::error::Error;
 use crate::functions::ids::ChannelId;
 
+/// The longest Markdown snapshot, in characters (spec §13).
+pub const MAX_CONTENT: usize = 262_144;
+
 #[derive(Debug, Clone, Serialize, JsonSchema, FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Document {
@@ -21,6 +24,7 @@ pub struct Document {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct DocumentPatch {
     #[serde(default)]
+    #[schemars(length(max = MAX_CONTENT))]
     pub content: Option<String>,
 }
 

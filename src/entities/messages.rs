@@ -13,6 +13,8 @@ use crate::functions::time::Timestamp;
 
 pub const CONTENT_MAX: usize = 4000;
 pub const ATTACHMENTS_MAX: usize = 10;
+/// The longest search query, in characters (spec §13).
+pub const QUERY_MAX: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema, FromRow)]
 #[serde(rename_all = "camelCase")]
@@ -336,6 +338,7 @@ pub struct MessageListQuery {
 #[derive(Deserialize, JsonSchema)]
 pub struct SearchQuery {
     #[serde(default)]
+    #[schemars(length(min = 1, max = QUERY_MAX))]
     pub q: Option<String>,
     #[serde(default, deserialize_with = "empty_as_none")]
     #[schemars(with = "Option<Uuid>")]
@@ -361,12 +364,15 @@ pub struct MessageAttachmentInput {
 
 #[derive(Deserialize, JsonSchema)]
 pub struct MessageSendPayload {
+    #[schemars(length(max = CONTENT_MAX))]
     pub content: String,
     #[serde(default)]
+    #[schemars(length(max = ATTACHMENTS_MAX))]
     pub attachments: Vec<MessageAttachmentInput>,
 }
 
 #[derive(Deserialize, JsonSchema)]
 pub struct MessageEditPayload {
+    #[schemars(length(max = CONTENT_MAX))]
     pub content: String,
 }

@@ -13,6 +13,7 @@ pub const MAX_PER_USER: i64 = 20;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SubscribePayload {
+    #[schemars(length(max = crate::functions::push_transport::MAX_ENDPOINT_LEN))]
     pub endpoint: String,
     pub p256dh: String,
     pub auth: String,

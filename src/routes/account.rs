@@ -79,8 +79,11 @@ pub struct TokenPair {
 
 #[derive(Deserialize, JsonSchema)]
 pub struct RegisterPayload {
+    #[schemars(length(max = validation::EMAIL_MAX))]
     pub email: String,
+    #[schemars(length(min = 1, max = validation::NAME_MAX))]
     pub name: String,
+    #[schemars(length(min = passwords::MIN_CHARS))]
     pub password: String,
 }
 
@@ -100,6 +103,7 @@ pub struct RefreshPayload {
 #[serde(rename_all = "camelCase")]
 pub struct ChangePasswordPayload {
     pub old_password: String,
+    #[schemars(length(min = passwords::MIN_CHARS))]
     pub new_password: String,
 }
 
@@ -111,6 +115,7 @@ pub struct ResetPasswordPayload {
 #[derive(Deserialize, JsonSchema)]
 pub struct ResetPasswordConfirmData {
     pub token: String,
+    #[schemars(length(min = passwords::MIN_CHARS))]
     pub password: String,
 }
 

@@ -53,6 +53,7 @@ pub struct BanListQuery {
 pub struct BanCreatePayload {
     pub user_id: UserId,
     #[serde(default)]
+    #[schemars(length(max = REASON_MAX))]
     pub reason: Option<String>,
 }
 

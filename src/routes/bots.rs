@@ -68,6 +68,7 @@ pub fn router() -> ApiRouter<AppState> {
 #[derive(Deserialize, JsonSchema)]
 pub struct UpdateBotPayload {
     #[serde(default)]
+    #[schemars(length(min = 1, max = crate::functions::validation::NAME_MAX))]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[schemars(with = "Option<String>")]
@@ -76,6 +77,7 @@ pub struct UpdateBotPayload {
     #[schemars(with = "Option<String>")]
     pub description: Option<Option<String>>,
     #[serde(default)]
+    #[schemars(length(max = MAX_PERMISSIONS))]
     pub permissions: Option<Vec<String>>,
     #[serde(default)]
     pub visibility: Option<BotVisibility>,

@@ -77,6 +77,7 @@ pub fn router() -> ApiRouter<AppState> {
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelCreatePayload {
+    #[schemars(length(min = 1, max = crate::functions::validation::NAME_MAX))]
     pub name: String,
     #[serde(default)]
     pub parent_id: Option<ChannelId>,
@@ -88,9 +89,11 @@ pub struct ChannelCreatePayload {
 #[serde(rename_all = "camelCase")]
 pub struct ChannelPatch {
     #[serde(default)]
+    #[schemars(length(min = 1, max = crate::functions::validation::NAME_MAX))]
     pub name: Option<String>,
     /// NEW: 0 – 2 147 483 647.
     #[serde(default)]
+    #[schemars(range(min = 0, max = i32::MAX))]
     pub order: Option<i64>,
     /// NEW: `null` moves the channel to the top level.
     #[serde(default, deserialize_with = "nullable")]

@@ -20,9 +20,6 @@ use crate::routes::{ChannelPath, RouterExt, doc};
 use crate::services::access;
 use crate::state::AppState;
 
-/// The longest Markdown snapshot, in characters (spec §13).
-const MAX_CONTENT: usize = 262_144;
-
 pub fn router() -> ApiRouter<AppState> {
     let op = |id, summary| doc("Documents", id, summary, Limit::GENERAL);
     ApiRouter::new()
@@ -69,7 +66,7 @@ async fn update(
     let Some(content) = body.content else {
         return get(State(state), auth, Path(p)).await;
     };
-    if content.chars().count() > MAX_CONTENT {
+    if content.chars().count() > documents::MAX_CONTENT {
         return Err(Error::validation("content", "A document has at most 262144 characters"));
     }
     let mut tx = state.db.begin().await?;

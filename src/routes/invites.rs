@@ -39,6 +39,7 @@ pub fn router() -> ApiRouter<AppState> {
 #[serde(rename_all = "camelCase")]
 pub struct InviteCreatePayload {
     #[serde(default)]
+    #[schemars(range(min = 1, max = 10_000))]
     pub max_uses: Option<i64>,
     /// RFC 3339 with `Z` or an offset.
     #[serde(default)]

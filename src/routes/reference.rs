@@ -173,9 +173,118 @@ const PATH_PARAMETERS: &[(&str, &str)] = &[
     ("handle", "A handle, e.g. `alice.example.org`."),
 ];
 
+/// Routes served outside the REST router, described so the reference is complete: the media API
+/// (at the default `MEDIA_PREFIX`) and the two WebSocket upgrades. They carry no rate-limit
+/// declaration of the REST layer (they limit themselves: `upload`, `media-resize`, `ws-connect`).
+fn other_routes() -> Value {
+    let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
+    let upgrade = |id: &str, summary: &str, description: &str| {
+        json!({"get": {
+            "operationId": id, "summary": summary, "description": description, "tags": ["Real time"],
+            "x-rate-limit": [{"bucket": "ws-connect", "key": "ip"}],
+            "responses": {
+                "101": {"description": "Switching Protocols: the WebSocket is open."},
+                "400": {"description": "Not a WebSocket upgrade, or a malformed id.", "content": error},
+                "401": {"description": "A missing, invalid, expired or revoked token.", "content": error},
+                "404": {"description": "No such document channel, or not visible to the caller.", "content": error},
+                "429": {"description": "`ws-connect` limit (30 a minute per address).", "content": error},
+                "503": {"description": "The instance is shutting down.", "content": error},
+            }
+        }})
+    };
+    let mut ws = upgrade(
+        "gateway.connect",
+        "Real-time Gateway",
+        "The `/ws` socket: JSON frames `{op, data}`. The first frame is `authenticate {token}` (or \
+         the legacy `?token=`); the server answers `ready` with a session id, then events with \
+         `seq`. `resume {token, sessionId, seq}` replays what was missed, also on another \
+         instance. Heartbeats every 30 s. Close codes: 4003 not authenticated in 10 s, 4004 bad \
+         token, 4006 session revoked, 4008 too many commands, 4009 heartbeat missed, 4010 too slow. \
+         The events are listed under the document's `websocket` key.",
+    );
+    if let Some(responses) = ws["get"]["responses"].as_object_mut() {
+        responses.remove("404");
+        responses.remove("401");
+    }
+    let mut collab = upgrade(
+        "collab.connect",
+        "Collaborative Document Socket",
+        "The y-websocket room of a DOCUMENT channel (`?token=` is required). Binary y-protocols \
+         frames: sync steps 1/2, updates (v1), awareness, awareness queries; several messages may \
+         share a frame. Writers hold SEND_MESSAGES in the channel; a reader's updates are refused \
+         with the auth message `read-only`, a document past 32 MiB answers `document-too-large`. \
+         Close codes: 1003 text frame, 1009 frame over 8 MiB, 1002 malformed, 4006 session revoked, \
+         4008 more than 1200 frames a minute, 4009 60 s of silence, 4013 access lost or channel \
+         deleted.",
+    );
+    collab["get"]["parameters"] = json!([
+        {"in": "path", "name": "channelId", "required": true, "schema": {"type": "string", "format": "uuid"},
+         "description": "The DOCUMENT channel's id."},
+        {"in": "query", "name": "token", "required": true, "schema": {"type": "string"},
+         "description": "An access token (user or bot)."}
+    ]);
+    json!({
+        "/ws": ws,
+        "/collab/{channelId}": collab,
+        "/media/{store}": {"post": {
+            "operationId": "media.upload",
+            "summary": "Upload Media",
+            "description": "Uploads one file as multipart field `file` into a store: `avatar` and \
+                `spaceicon` (images, 10 MiB) or `attachment` (50 MiB). The type is read from the \
+                bytes, not trusted from the client. Returns the relative `url` to store in a \
+                profile, space or message. Anonymous uploads are allowed unless \
+                `MEDIA_ANONYMOUS_UPLOADS=false`. Limited per user (`upload`) or address \
+                (`upload-anonymous`), in requests and bytes. The prefix is `MEDIA_PREFIX` (default `/media`).",
+            "tags": ["Media"],
+            "x-rate-limit": [],
+            "parameters": [{"in": "path", "name": "store", "required": true,
+                "schema": {"type": "string", "enum": ["avatar", "spaceicon", "attachment"]}}],
+            "requestBody": {"required": true, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}}}}}},
+            "responses": {
+                "200": {"description": "The stored object.", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["url", "contentType", "size"],
+                    "properties": {"url": {"type": "string"}, "contentType": {"type": "string"}, "size": {"type": "integer", "minimum": 0}}}}}},
+                "400": {"description": "Not multipart, no `file`, or an image too large in pixels.", "content": error},
+                "401": {"description": "Anonymous uploads are off, or a bad token.", "content": error},
+                "404": {"description": "No such store.", "content": error},
+                "413": {"description": "Over the store's byte limit.", "content": error},
+                "415": {"description": "A type the store does not accept.", "content": error},
+                "429": {"description": "Upload limits.", "content": error}
+            }
+        }},
+        "/media/{store}/{name}": {"get": {
+            "operationId": "media.get",
+            "summary": "Get Media",
+            "description": "Serves a stored object (ranges, `ETag`, immutable caching). For images, \
+                `?w=&h=` (1–1024) returns a resized PNG variant, made once and kept.",
+            "tags": ["Media"],
+            "x-rate-limit": [],
+            "parameters": [
+                {"in": "path", "name": "store", "required": true, "schema": {"type": "string"}},
+                {"in": "path", "name": "name", "required": true, "schema": {"type": "string"}},
+                {"in": "query", "name": "w", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1024}},
+                {"in": "query", "name": "h", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1024}}
+            ],
+            "responses": {
+                "200": {"description": "The object's bytes.", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                "304": {"description": "Not modified."},
+                "404": {"description": "No such object.", "content": error},
+                "429": {"description": "`media-resize` limit for new variants.", "content": error}
+            }
+        }}
+    })
+}
+
 /// Applies the pass to the generated document.
 pub fn finish(doc: &mut Value) {
     strip_null_defaults(doc);
+    if let (Some(paths), Value::Object(extra)) = (doc.get_mut("paths").and_then(Value::as_object_mut), other_routes()) {
+        for (path, item) in extra {
+            paths.entry(path).or_insert(item);
+        }
+    }
     if let Some(ws) = doc.get("websocket").cloned() {
         doc["x-websocket"] = ws;
     }

@@ -42,6 +42,7 @@ pub fn router() -> ApiRouter<AppState> {
 
 #[derive(Deserialize, JsonSchema)]
 pub struct RoleCreatePayload {
+    #[schemars(length(min = 1, max = crate::functions::validation::NAME_MAX))]
     pub name: String,
 }
 
@@ -49,10 +50,13 @@ pub struct RoleCreatePayload {
 #[derive(Deserialize, JsonSchema)]
 pub struct RolePatch {
     #[serde(default)]
+    #[schemars(length(min = 1, max = crate::functions::validation::NAME_MAX))]
     pub name: Option<String>,
     #[serde(default)]
+    #[schemars(regex(pattern = r"^[0-9]{1,20}$"))]
     pub permissions: Option<String>,
     #[serde(default)]
+    #[schemars(range(min = 0, max = i32::MAX))]
     pub position: Option<i64>,
     #[serde(default, deserialize_with = "nullable")]
     #[schemars(with = "Option<String>")]

@@ -95,12 +95,14 @@ pub fn router() -> ApiRouter<AppState> {
 
 #[derive(Deserialize, JsonSchema)]
 pub struct SpaceCreatePayload {
+    #[schemars(length(min = 1, max = crate::functions::validation::NAME_MAX))]
     pub name: String,
 }
 
 #[derive(Deserialize, JsonSchema)]
 pub struct SpaceUpdatePayload {
     #[serde(default)]
+    #[schemars(length(min = 1, max = crate::functions::validation::NAME_MAX))]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[schemars(with = "Option<String>")]

@@ -44,12 +44,14 @@ pub fn router() -> ApiRouter<AppState> {
 #[derive(Deserialize, JsonSchema)]
 pub struct UserPatch {
     #[serde(default)]
+    #[schemars(length(min = 1, max = crate::functions::validation::NAME_MAX))]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[schemars(with = "Option<String>")]
     pub avatar: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schemars(with = "Option<String>")]
+    #[schemars(length(max = crate::functions::validation::DESCRIPTION_MAX))]
     pub description: Option<Option<String>>,
 }
 

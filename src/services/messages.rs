@@ -48,7 +48,7 @@ pub async fn page(conn: &mut sqlx::PgConnection, channel: ChannelId, q: &Message
 /// The search parameters (spec §4.17): `q` of 1–256 characters.
 pub fn search_params(q: &SearchQuery) -> Result<(String, i64)> {
     let text = q.q.as_deref().unwrap_or("").trim();
-    if text.is_empty() || text.chars().count() > 256 {
+    if text.is_empty() || text.chars().count() > messages::QUERY_MAX {
         return Err(Error::new(
             ErrorCode::InvalidQuery,
             "`q` must be 1 to 256 characters long",
