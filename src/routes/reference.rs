@@ -147,6 +147,45 @@ const ENTRIES: &[Entry] = &[
     op("invites.delete", Any, "Deletes an invite (MANAGE_INVITES).", MANAGER),
 ];
 
+/// Request examples: what a client typically sends (optional fields left out, as they should be).
+fn request_example(id: &str) -> Option<Value> {
+    Some(match id {
+        "account.register" => json!({"email": "ada@example.org", "name": "Ada", "password": "correct horse battery"}),
+        "account.login" => json!({"email": "ada@example.org", "password": "correct horse battery"}),
+        "account.refresh" => json!({"refreshToken": "Q2hhbmdlIG1lOiB0aGlzIGlzIGFuIGV4YW1wbGUgdG9rZW4"}),
+        "account.change_password" => {
+            json!({"oldPassword": "correct horse battery", "newPassword": "staple battery horse"})
+        }
+        "account.reset_password" => json!({"email": "ada@example.org"}),
+        "user.update" => json!({"description": "Analytical engines and poetry"}),
+        "spaces.create" => json!({"name": "Engine Room"}),
+        "spaces.update" => json!({"name": "Engine Room (archive)"}),
+        "channels.create" => json!({"name": "design", "type": "TEXT"}),
+        "channels.update" => json!({"name": "design-notes"}),
+        "roles.create" => json!({"name": "Moderators"}),
+        "roles.update" => json!({"permissions": "2048", "color": "#7c3aed"}),
+        "invites.create" => json!({"maxUses": 10}),
+        "bans.create" => json!({"userId": "0192f1a0-5c3e-7d6a-9b1e-2f4c6a8e0b12", "reason": "spam"}),
+        "messages.create" | "dm.messages.create" => json!({"content": "Hello, world"}),
+        "messages.update" | "dm.messages.update" => json!({"content": "Hello, world (edited)"}),
+        "members.update" => json!({"roleIds": ["0192f1a0-5c3e-7d6a-9b1e-2f4c6a8e0b13"]}),
+        "bots.create" => json!({"name": "Helper"}),
+        "bots.update" => json!({"visibility": "PUBLIC"}),
+        "bots.login" => {
+            json!({"botId": "0192f1a0-5c3e-7d6a-9b1e-2f4c6a8e0b14", "token": "s3cr3t-s3cr3t-s3cr3t-s3cr3t-abcd"})
+        }
+        "bots.install" => json!({"spaceId": "0192f1a0-5c3e-7d6a-9b1e-2f4c6a8e0b15"}),
+        "documents.update" => json!({"content": "# Notes\n\nFirst draft."}),
+        "push.subscribe" => json!({
+            "endpoint": "https://push.example.net/send/abc123",
+            "p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM",
+            "auth": "tBHItJI5svbpez7KI4CCXg"
+        }),
+        "channels.setOverride" => json!({"targetType": "ROLE", "allow": "0", "deny": "4096"}),
+        _ => return None,
+    })
+}
+
 /// Query parameters the server requires although their struct field is optional (it answers a
 /// missing one with its own 400 `InvalidQuery`).
 const REQUIRED_QUERY: &[(&str, &str)] = &[
@@ -352,6 +391,14 @@ fn finish_operation(operation: &mut Map<String, Value>) {
         }
     }
     let has_body = operation.contains_key("requestBody");
+    if let (Some(example), Some(media)) = (
+        request_example(&id),
+        operation
+            .get_mut("requestBody")
+            .and_then(|b| b.pointer_mut("/content/application~1json")),
+    ) {
+        media["example"] = example;
+    }
     let caller = entry.map_or(Caller::Any, |e| e.caller);
     let mut codes: Vec<ErrorCode> = entry.map(|e| e.codes.to_vec()).unwrap_or_default();
     if has_path {
@@ -454,6 +501,8 @@ mod tests {
             false
         );
         assert_eq!(doc["x-websocket"], doc["websocket"]);
+        let patch = &doc["paths"]["/users/me"]["patch"]["requestBody"]["content"]["application/json"]["example"];
+        assert_eq!(patch, &json!({"description": "Analytical engines and poetry"}));
         let create = &doc["paths"]["/spaces/{spaceId}/bans/"]["post"]["responses"];
         assert!(
             create["403"]["description"]
