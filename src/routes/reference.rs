@@ -316,6 +316,17 @@ fn other_routes() -> Value {
     })
 }
 
+/// What the query parameters are.
+const QUERY_PARAMETERS: &[(&str, &str)] = &[
+    ("limit", "How many items to return; out-of-range values are clamped to the operation's range."),
+    ("cursor", "Continue after this item (the last id or code of the previous page)."),
+    ("before", "A message id: the page holds the messages just before it."),
+    ("after", "A message id: the page holds the messages just after it."),
+    ("around", "A message id: the page is centred on it."),
+    ("q", "The text to search for, 1–256 characters."),
+    ("ids", "1–100 comma-separated user ids."),
+];
+
 /// Applies the pass to the generated document.
 pub fn finish(doc: &mut Value) {
     strip_null_defaults(doc);
@@ -382,6 +393,11 @@ fn finish_operation(operation: &mut Map<String, Value>) {
                 }
                 Some("query") => {
                     has_query = true;
+                    if p.get("description").is_none()
+                        && let Some((_, text)) = QUERY_PARAMETERS.iter().find(|(n, _)| *n == name)
+                    {
+                        p["description"] = (*text).into();
+                    }
                     if REQUIRED_QUERY.contains(&(id.as_str(), name.as_str())) {
                         p["required"] = true.into();
                     }
