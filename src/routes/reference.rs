@@ -318,8 +318,14 @@ fn other_routes() -> Value {
 
 /// What the query parameters are.
 const QUERY_PARAMETERS: &[(&str, &str)] = &[
-    ("limit", "How many items to return; out-of-range values are clamped to the operation's range."),
-    ("cursor", "Continue after this item (the last id or code of the previous page)."),
+    (
+        "limit",
+        "How many items to return; out-of-range values are clamped to the operation's range.",
+    ),
+    (
+        "cursor",
+        "Continue after this item (the last id or code of the previous page).",
+    ),
     ("before", "A message id: the page holds the messages just before it."),
     ("after", "A message id: the page holds the messages just after it."),
     ("around", "A message id: the page is centred on it."),

@@ -109,8 +109,28 @@ async fn docs_page_renders_the_operations() {
             && !l.contains("https://")),
         "console errors on /docs: {console:#?}"
     );
-    // A body's schema is shown under its own name, not a look-alike's.
-    assert!(!text.contains("BanCreatePayload") || text.contains("POST /spaces/{spaceId}/bans/"));
+    // Create Message shows its own parameters and body, not look-alikes' names.
+    let url = format!("{url}#tag/messages/POST/spaces/{{spaceId}}/channels/{{channelId}}/messages/");
+    let mut section = String::new();
+    for _ in 0..3 {
+        let url = url.clone();
+        let (dom, _) = tokio::task::spawn_blocking(move || rendered_dom(&url))
+            .await
+            .expect("browser task");
+        let text = visible_text(&dom);
+        if let Some(start) = text.find("Create Message \u{200b} # Copy link") {
+            let rest = &text[start..];
+            section = rest[..rest.find("Responses").unwrap_or(rest.len())].to_string();
+            break;
+        }
+    }
+    {
+        assert!(!section.is_empty(), "the Create Message section did not render");
+        assert!(section.contains("channelId Type: string Format: uuid"), "{section}");
+        assert!(!section.contains("ChannelType"), "{section}");
+        assert!(!section.contains("BanCreatePayload"), "{section}");
+        assert!(section.contains("Idempotency-Key"), "{section}");
+    }
 }
 
 /// The reference is compressed when the client accepts it and revalidated with its ETag.
