@@ -186,6 +186,39 @@ fn request_example(id: &str) -> Option<Value> {
     })
 }
 
+/// Response examples of the most used operations.
+fn response_example(id: &str) -> Option<Value> {
+    let user = json!({
+        "id": "0192f1a0-5c3e-7d6a-9b1e-2f4c6a8e0b11", "name": "Ada", "avatar": null,
+        "description": "Analytical engines and poetry", "category": null, "handle": "ada.example.org"
+    });
+    Some(match id {
+        "account.register" | "account.login" | "account.refresh" | "account.change_password" => json!({
+            "accessToken": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJleGFtcGxlIn0.c2lnbmF0dXJl",
+            "refreshToken": "Q2hhbmdlIG1lOiB0aGlzIGlzIGFuIGV4YW1wbGUgdG9rZW4"
+        }),
+        "bots.login" => {
+            json!({"accessToken": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib3QifQ.c2lnbmF0dXJl", "refreshToken": null})
+        }
+        "user.get" | "user.update" => user,
+        "messages.create" | "messages.get" | "messages.update" => json!({
+            "id": "0192f1a0-5c3e-7d6a-9b1e-2f4c6a8e0b20",
+            "channelId": "0192f1a0-5c3e-7d6a-9b1e-2f4c6a8e0b21",
+            "authorId": "0192f1a0-5c3e-7d6a-9b1e-2f4c6a8e0b11",
+            "timestamp": "2026-12-06T10:15:30.123Z",
+            "editedTimestamp": null,
+            "content": "Hello, world",
+            "author": {"id": "0192f1a0-5c3e-7d6a-9b1e-2f4c6a8e0b11", "name": "Ada", "avatar": null, "description": null, "category": null},
+            "attachments": []
+        }),
+        "push.config" => {
+            json!({"publicKey": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM"})
+        }
+        "documents.claimBootstrap" => json!({"shouldBootstrap": false}),
+        _ => return None,
+    })
+}
+
 /// Query parameters the server requires although their struct field is optional (it answers a
 /// missing one with its own 400 `InvalidQuery`).
 const REQUIRED_QUERY: &[(&str, &str)] = &[
@@ -412,6 +445,14 @@ fn finish_operation(operation: &mut Map<String, Value>) {
             }
         }
     }
+    if let (Some(example), Some(media)) = (
+        response_example(&id),
+        operation
+            .get_mut("responses")
+            .and_then(|r| r.pointer_mut("/200/content/application~1json")),
+    ) {
+        media["example"] = example;
+    }
     let has_body = operation.contains_key("requestBody");
     if let (Some(example), Some(media)) = (
         request_example(&id),
@@ -525,6 +566,8 @@ mod tests {
         assert_eq!(doc["x-websocket"], doc["websocket"]);
         let patch = &doc["paths"]["/users/me"]["patch"]["requestBody"]["content"]["application/json"]["example"];
         assert_eq!(patch, &json!({"description": "Analytical engines and poetry"}));
+        let me = &doc["paths"]["/users/me"]["get"]["responses"]["200"];
+        assert_eq!(me["content"]["application/json"]["example"]["name"], "Ada", "{me}");
         let create = &doc["paths"]["/spaces/{spaceId}/bans/"]["post"]["responses"];
         assert!(
             create["403"]["description"]
