@@ -32,7 +32,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::middlewares::rate_limit::{Limiting, RouteLimits};
 use crate::middlewares::request_id::RequestId;
-use crate::middlewares::{client_ip, metrics, rate_limit, request_id, security};
+use crate::middlewares::{access_log, client_ip, metrics, rate_limit, request_id, security};
 use crate::state::AppState;
 
 /// The largest JSON body accepted (spec §2.5).
@@ -79,14 +79,17 @@ pub fn router(state: AppState) -> Result<Router, RouterError> {
             ServiceBuilder::new()
                 .layer(from_fn(request_id::layer))
                 .layer(from_fn_with_state(state.clone(), client_ip::layer))
+                .layer(from_fn(access_log::layer))
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                    // The path only: query strings may carry tokens (`/ws?token=`), never logged.
+                    // The route template, as in the access log: raw paths carry invite codes and
+                    // query strings tokens (`/ws?token=`); neither is logged.
                     let id = req
                         .extensions()
                         .get::<RequestId>()
                         .map(|r| r.0.to_string())
                         .unwrap_or_default();
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    let route = access_log::route_of(req);
+                    tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id)
                 }))
                 .layer(from_fn_with_state(state.clone(), security::headers))
                 .layer(security::cors(&state.config))

@@ -4,10 +4,12 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::middlewares::access_log;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -33,11 +35,7 @@ pub fn recorder() -> PrometheusHandle {
 pub async fn layer(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = access_log::route_of(&req).to_owned();
     let res = next.run(req).await;
     let status = res.status().as_u16().to_string();
     metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)

@@ -1,6 +1,9 @@
 //! Operational endpoints (spec §4.19) and the OpenAPI document.
 
+use alterego::middlewares::access_log;
+
 use crate::common::TestApp;
+use crate::common::logs::Logs;
 
 #[tokio::test]
 async fn health_readiness_and_draining() {
@@ -77,4 +80,47 @@ async fn openapi_document_describes_the_api() {
     assert!(doc["components"]["schemas"]["ErrorBody"]["properties"]["code"].is_object());
     // Operational endpoints are not part of the client API document.
     assert!(doc["paths"]["/healthz"].is_null());
+}
+
+#[tokio::test]
+async fn access_log_is_one_line_per_request_with_the_route_and_no_query() {
+    let logs = Logs::capture();
+    let app = TestApp::spawn().await;
+    let alice = app.register("Alice").await;
+    let r = app
+        .get(&format!("/users/{}?secret=hunter2", alice.id), Some(&alice.access))
+        .await;
+    r.expect(200, None);
+    let id = r.header("x-request-id").expect("x-request-id").to_string();
+    let access: Vec<String> = logs
+        .lines_with(&id)
+        .into_iter()
+        .filter(|l| l.contains(access_log::TARGET))
+        .collect();
+    assert_eq!(access.len(), 1, "one access line per request: {access:?}");
+    let line = &access[0];
+    for part in [
+        " INFO ",
+        "method=GET",
+        "route=/users/{userId}",
+        "status=200",
+        "latency_ms=",
+        &format!("request_id={id}"),
+    ] {
+        assert!(line.contains(part), "`{part}` missing from {line}");
+    }
+    assert!(!line.contains(&alice.id), "the raw path is not logged: {line}");
+
+    // A token in the query string (the legacy `/ws?token=`) never reaches the log.
+    let r = app.get(&format!("/ws?token={}", alice.access), None).await;
+    let id = r.header("x-request-id").expect("x-request-id").to_string();
+    let line = logs.lines_with(&format!("request_id={id}")).join("\n");
+    assert!(
+        line.contains("route=/ws") && line.contains(&format!("status={}", r.status)),
+        "{line}"
+    );
+    let text = logs.text();
+    for secret in ["hunter2", "secret=", "token=", alice.access.as_str()] {
+        assert!(!text.contains(secret), "`{secret}` was logged");
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod collab;
 pub mod fixtures;
+pub mod logs;
 pub mod node;
 pub mod ws;
 
