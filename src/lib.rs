@@ -114,7 +114,9 @@ pub fn app(state: AppState) -> Result<NormalizePath<Router>, RouterError> {
     Ok(NormalizePathLayer::trim_trailing_slash().layer(router(state)?))
 }
 
-/// Serves `app` on a bound listener until `shutdown` resolves, then drains in-flight requests.
+/// Serves `app` on a bound listener until `shutdown` resolves, then drains (spec §8.6): the
+/// instance turns unready, its sockets close and their sessions wait to be taken over, and only
+/// then does the listener close and in-flight requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -122,20 +124,22 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     spawn_janitor(state.clone());
     spawn_media_gc(state.clone());
-    let gateway = state.gateway.clone();
-    let collab = state.collab.clone();
+    let draining = state.clone();
     let app = app(state).map_err(std::io::Error::other)?;
     let service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
     // Events are small frames that must leave at once: no Nagle delay behind unacknowledged data.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let served = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
-    // In-flight REST requests have finished; now the sockets (spec §8.6). Upgraded connections
-    // are not held by axum's graceful shutdown: the gateway closes them itself.
-    collab.shutdown().await;
-    gateway.shutdown().await;
-    served
+    let drained = async move {
+        shutdown.await;
+        draining.start_draining();
+        // The listener stays open during the drain, so a load balancer's probe gets `/readyz`
+        // 503 rather than a refused connection; `/ws` and `/collab` refuse new upgrades. Upgraded
+        // connections are not held by axum's graceful shutdown: the subsystems close them.
+        tokio::join!(draining.collab.shutdown(), draining.gateway.shutdown());
+    };
+    axum::serve(listener, service).with_graceful_shutdown(drained).await
 }
 
 /// Periodic clean-up of rows that can never be used again.

@@ -84,7 +84,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let draining = state.clone();
     alterego::serve(listener, state, async move {
         shutdown_signal().await;
-        tracing::info!("shutting down: draining in-flight requests");
+        tracing::info!("shutting down: draining sockets and in-flight requests");
         draining.start_draining();
     })
     .await

@@ -1,5 +1,7 @@
 //! Operational endpoints (spec §4.19) and the OpenAPI document.
 
+use std::time::{Duration, Instant};
+
 use alterego::middlewares::access_log;
 
 use crate::common::TestApp;
@@ -123,4 +125,49 @@ async fn access_log_is_one_line_per_request_with_the_route_and_no_query() {
     for secret in ["hunter2", "secret=", "token=", alice.access.as_str()] {
         assert!(!text.contains(secret), "`{secret}` was logged");
     }
+}
+
+/// How long a socket may take to see its 1001, and a stopping server to return.
+const LONG: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn a_lone_instance_stops_at_once_when_nobody_can_take_its_sessions() {
+    let mut app = TestApp::spawn().await;
+    assert_eq!(app.state.config.shutdown_drain, Duration::from_secs(30));
+    let alice = app.register("Alice").await;
+    let mut a = app.ws_auth(&alice).await;
+    let started = Instant::now();
+    app.begin_shutdown();
+    assert_eq!(a.closed(LONG).await, Some(1001));
+    // The session stays resumable, but no other instance has a heartbeat: no 30 s wait.
+    assert!(app.stopped(LONG).await, "the server did not stop");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_draining_instance_answers_readyz_503_and_waits_for_take_over() {
+    let app = TestApp::spawn().await;
+    let mut peer = app.spawn_peer().await;
+    let alice = app.register("Alice").await;
+    let mut a = peer.ws_auth(&alice).await;
+    let session = a.session_id.clone().expect("session id");
+    peer.begin_shutdown();
+    assert_eq!(a.closed(LONG).await, Some(1001));
+    // The listener stays open while the sessions wait: readiness is a JSON 503, not a refused
+    // connection; liveness still answers; new sockets are refused.
+    peer.get("/readyz", None).await.expect(503, Some("ServiceUnavailable"));
+    peer.get("/healthz", None).await.expect(200, None);
+    match peer.ws("/ws").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("a draining instance accepted a socket: {:?}", other.map(|_| ())),
+    }
+    // Another instance is alive, so the session waits for it.
+    assert!(
+        !peer.stopped(Duration::from_millis(1500)).await,
+        "stopped without a take-over"
+    );
+    let mut a2 = app.ws_open("").await;
+    let (_, r) = a2.resume(&alice.access, &session, a.seq).await;
+    assert_eq!(r.op, "resumed", "{r:?}");
+    assert!(peer.stopped(LONG).await, "the server did not stop after the take-over");
 }
