@@ -113,6 +113,8 @@ pub struct Config {
     pub rate_limits: bool,
     pub log_format: LogFormat,
     pub rust_log: String,
+    /// When set, `/metrics` answers only requests with `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
 }
 
 /// A configuration problem, naming the key.
@@ -260,8 +262,14 @@ impl Config {
             Some("off") => return Err(ConfigError("RATE_LIMITS=off is not allowed in production".into())),
             Some(o) => return Err(ConfigError(format!("RATE_LIMITS must be `on` or `off`, not `{o}`"))),
         };
+        let metrics_token = r.get("METRICS_TOKEN");
+        // The endpoint is not rate limited: a short token could be guessed.
+        if metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError("METRICS_TOKEN must be at least 16 characters".into()));
+        }
         Ok(Config {
             environment,
+            metrics_token,
             rate_limits,
             bind_addr,
             cors_origins,
@@ -428,5 +436,11 @@ mod tests {
         assert!(load(&[("AUTOMIGRATE", "maybe")]).is_err());
         assert!(load(&[("TRUSTED_PROXIES", "not-a-cidr")]).is_err());
         assert!(load(&[("ENVIRONMENT", "production"), ("CORS_ORIGINS", "*")]).is_err());
+        assert!(load(&[("METRICS_TOKEN", "too-short")]).is_err());
+        let token = "0123456789abcdef0123";
+        assert_eq!(
+            load(&[("METRICS_TOKEN", token)]).map(|c| c.metrics_token).ok(),
+            Some(Some(token.into()))
+        );
     }
 }

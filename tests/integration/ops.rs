@@ -43,6 +43,55 @@ async fn metrics_are_prometheus_text() {
     assert!(r.text.contains("status=\"404\""));
     assert!(r.text.contains("http_request_duration_seconds_bucket"));
     assert!(r.text.contains("alterego_db_pool_connections"));
+    // Every metric is described, ours and the process's.
+    for help in [
+        "# HELP http_requests_total HTTP requests answered",
+        "# HELP http_request_duration_seconds Time to answer",
+        "# HELP alterego_db_pool_connections PostgreSQL connections",
+        "# TYPE process_cpu_seconds_total counter",
+        "# HELP process_resident_memory_bytes ",
+        "# HELP process_open_fds ",
+        "# HELP process_max_fds ",
+        "# HELP process_start_time_seconds ",
+    ] {
+        assert!(r.text.contains(help), "`{help}` missing:\n{}", r.text);
+    }
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name} ");
+        let line = r.text.lines().find(|l| l.starts_with(&prefix));
+        line.and_then(|l| l[prefix.len()..].trim().parse().ok())
+            .unwrap_or_else(|| panic!("no value for {name}"))
+    };
+    assert!(value("process_cpu_seconds_total") > 0.0);
+    assert!(value("process_resident_memory_bytes") > 1.0e6);
+    assert!(value("process_open_fds") >= 3.0);
+}
+
+#[tokio::test]
+async fn metrics_token_is_required_when_configured() {
+    let token = "metrics-token-0123456789";
+    let app = TestApp::builder()
+        .config(move |c| c.metrics_token = Some(token.into()))
+        .spawn()
+        .await;
+    let scrape = |auth: Option<&'static str>| {
+        let mut req = app.http.get(app.url("/metrics"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        async move { TestApp::read(req.send().await.expect("request")).await }
+    };
+    for auth in [None, Some("Bearer wrong-token-0123456789"), Some("Basic bWV0cmljcw==")] {
+        let r = scrape(auth).await;
+        r.expect(401, Some("Unauthorized"));
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        assert!(!r.text.contains("http_requests_total"));
+    }
+    let r = scrape(Some("Bearer metrics-token-0123456789")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("# TYPE process_cpu_seconds_total counter"));
+    // Only /metrics is guarded.
+    app.get("/readyz", None).await.expect(200, None);
 }
 
 #[tokio::test]
