@@ -220,3 +220,20 @@ async fn a_draining_instance_answers_readyz_503_and_waits_for_take_over() {
     assert_eq!(r.op, "resumed", "{r:?}");
     assert!(peer.stopped(LONG).await, "the server did not stop after the take-over");
 }
+
+#[tokio::test]
+async fn forwarded_for_without_trusted_proxies_is_warned_about_once() {
+    let logs = Logs::capture();
+    let app = TestApp::builder().config(|c| c.trusted_proxies.clear()).spawn().await;
+    // Another test of this process may have been first: the warning is once per process.
+    let earlier = alterego::middlewares::client_ip::forwarded_warning_given();
+    for _ in 0..3 {
+        app.get("/", None).await.expect(200, None); // `call` sends X-Forwarded-For
+    }
+    let warnings = logs.lines_with("TRUSTED_PROXIES is unset");
+    assert_eq!(warnings.len(), usize::from(!earlier), "{warnings:?}");
+    if let Some(w) = warnings.first() {
+        assert!(w.contains(" WARN ") && w.contains("rate-limit"), "{w}");
+    }
+    assert!(alterego::middlewares::client_ip::forwarded_warning_given());
+}
