@@ -5,6 +5,7 @@
 pub mod collab;
 pub mod config;
 pub mod db;
+pub mod embedded_postgres;
 pub mod entities;
 pub mod error;
 pub mod events;

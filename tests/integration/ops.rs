@@ -237,3 +237,63 @@ async fn forwarded_for_without_trusted_proxies_is_warned_about_once() {
     }
     assert!(alterego::middlewares::client_ip::forwarded_warning_given());
 }
+
+#[tokio::test]
+async fn without_database_url_a_private_cluster_serves_when_nothing_answers() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let root = tempfile::tempdir().expect("temporary directory");
+    // As root the cluster runs as the `postgres` user, who must be able to reach the directory.
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dead_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    // The development default, moved to an address where nothing answers.
+    let mut config = crate::common::test_config(&format!("postgres://postgres@127.0.0.1:{dead_port}/alterego"), false);
+    config.database_url_default = true;
+    config.embedded_database_dir = root.path().join("postgres");
+    config.media_local_dir = root.path().join("media");
+    let pg = alterego::embedded_postgres::prepare(&mut config)
+        .await
+        .expect("private cluster")
+        .expect("started, since nothing answers");
+    assert!(config.database_url.contains("?host=/"), "{}", config.database_url);
+    let data = pg.data_dir().to_path_buf();
+    assert!(data.join("PG_VERSION").is_file());
+    let settings = std::fs::read_to_string(data.join("alterego.conf")).expect("settings");
+    assert!(settings.contains("listen_addresses = ''"), "{settings}");
+
+    let pool = alterego::db::connect(&config.database_url, 5, true)
+        .await
+        .expect("connect through the socket");
+    alterego::db::migrate(&pool).await.expect("migrate");
+    let state = alterego::state::AppState::new(config, pool, Some(alterego::functions::mail::Mailer::memory()))
+        .await
+        .expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(alterego::serve(listener, state.clone(), async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let r = TestApp::read(http.get(format!("{base}/readyz")).send().await.expect("readyz")).await;
+    r.expect(200, None);
+    let r = TestApp::read(
+        http.post(format!("{base}/account/register"))
+            .json(&serde_json::json!({"email": "me@example.org", "name": "Me", "password": "correct horse battery"}))
+            .send()
+            .await
+            .expect("register"),
+    )
+    .await;
+    r.expect(200, None);
+
+    let _ = stop.send(());
+    let served = tokio::time::timeout(LONG, server).await;
+    assert!(matches!(served, Ok(Ok(Ok(())))), "{served:?}");
+    state.db.close().await;
+    pg.stop().await;
+    assert!(!data.join("postmaster.pid").exists(), "the cluster was stopped");
+}
