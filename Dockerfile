@@ -5,10 +5,11 @@ FROM rust:1.95-bookworm AS builder
 
 WORKDIR /src
 
-# Builds need no database: sqlx's compile-time checked queries use the
-# committed offline data under .sqlx/.
-ENV SQLX_OFFLINE=true \
-    CARGO_TERM_COLOR=never
+# Builds need no database: queries are checked at run time (and by the
+# integration tests), not by sqlx's compile-time macros, and the migrations
+# are embedded from migrations/ as plain files. The build needs only the
+# Rust image's C compiler (aws-lc-sys and mimalloc are built with it).
+ENV CARGO_TERM_COLOR=never
 
 # Dependency layer: build every dependency against a placeholder crate, so
 # that this (slow) layer is reused until Cargo.toml or Cargo.lock changes.
@@ -19,9 +20,8 @@ RUN mkdir -p src \
  && cargo build --release --locked --bin alterego \
  && rm -rf src
 
-# The real sources: src/, migrations/ (embedded by sqlx::migrate!), .sqlx/ and
-# whatever else the build reads; .dockerignore keeps target/, .git and local
-# data out. The placeholder's mtimes may be newer than the real files, so
+# The real sources: src/ and migrations/ (embedded by sqlx::migrate!) are
+# what the build reads; .dockerignore keeps target/, .git and local data out. The placeholder's mtimes may be newer than the real files, so
 # touch the crate roots to force cargo to rebuild the crate itself.
 COPY . .
 RUN touch src/main.rs src/lib.rs \

@@ -53,6 +53,11 @@ pub struct Config {
     pub web_url: String,
     pub cors_origins: CorsOrigins,
     pub database_url: String,
+    /// True when `DATABASE_URL` was not set and `database_url` is the development default: if
+    /// nothing answers there, `cargo run` starts a private cluster (`embedded_postgres`).
+    pub database_url_default: bool,
+    /// Where that private cluster lives (`EMBEDDED_DATABASE_DIR`).
+    pub embedded_database_dir: PathBuf,
     pub database_max_connections: u32,
     pub automigrate: bool,
     pub redis_url: Option<String>,
@@ -113,6 +118,8 @@ pub struct Config {
     pub rate_limits: bool,
     pub log_format: LogFormat,
     pub rust_log: String,
+    /// When set, `/metrics` answers only requests with `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
 }
 
 /// A configuration problem, naming the key.
@@ -121,6 +128,9 @@ pub struct Config {
 pub struct ConfigError(pub String);
 
 const MIB: u64 = 1024 * 1024;
+
+/// Where development looks for PostgreSQL when `DATABASE_URL` is unset.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/alterego";
 
 impl Config {
     /// Reads the process environment, after loading `.env` if present.
@@ -183,7 +193,8 @@ impl Config {
             None => CorsOrigins::List(vec![web_url.clone()]),
         };
 
-        let database_url = required(&["DATABASE_URL"], "postgres://postgres@127.0.0.1:5432/alterego")?;
+        let database_url_default = r.get("DATABASE_URL").is_none();
+        let database_url = required(&["DATABASE_URL"], DEFAULT_DATABASE_URL)?;
         let (jwt_secret, jwt_secret_generated) = match r.first(&["JWT_SECRET", "SECRET"]) {
             Some(s) if s.len() >= 32 => (s.into_bytes(), false),
             Some(_) => return Err(ConfigError("JWT_SECRET must be at least 32 bytes".into())),
@@ -260,11 +271,22 @@ impl Config {
             Some("off") => return Err(ConfigError("RATE_LIMITS=off is not allowed in production".into())),
             Some(o) => return Err(ConfigError(format!("RATE_LIMITS must be `on` or `off`, not `{o}`"))),
         };
+        let metrics_token = r.get("METRICS_TOKEN");
+        // The endpoint is not rate limited: a short token could be guessed.
+        if metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError("METRICS_TOKEN must be at least 16 characters".into()));
+        }
         Ok(Config {
             environment,
+            metrics_token,
             rate_limits,
             bind_addr,
             cors_origins,
+            database_url_default,
+            embedded_database_dir: PathBuf::from(
+                r.get("EMBEDDED_DATABASE_DIR")
+                    .unwrap_or_else(|| "./data/postgres".into()),
+            ),
             database_max_connections: r.num("DATABASE_MAX_CONNECTIONS", 20u32)?,
             automigrate: r.bool("AUTOMIGRATE", true)?,
             redis_url: r.get("REDIS_URL"),
@@ -392,6 +414,10 @@ mod tests {
         let c = load(&[]).expect("defaults load");
         assert_eq!(c.environment, Environment::Development);
         assert_eq!(c.database_url, "postgres://postgres@127.0.0.1:5432/alterego");
+        assert!(c.database_url_default);
+        assert_eq!(c.embedded_database_dir, PathBuf::from("./data/postgres"));
+        let set = load(&[("DATABASE_URL", "postgres://u:p@db/alterego")]).expect("loads");
+        assert!(!set.database_url_default);
         assert_eq!(c.public_url, "http://localhost:3511");
         assert_eq!(c.media_public_url, "http://localhost:3511/media");
         assert!(c.jwt_secret_generated && c.jwt_secret.len() >= 32);
@@ -428,5 +454,11 @@ mod tests {
         assert!(load(&[("AUTOMIGRATE", "maybe")]).is_err());
         assert!(load(&[("TRUSTED_PROXIES", "not-a-cidr")]).is_err());
         assert!(load(&[("ENVIRONMENT", "production"), ("CORS_ORIGINS", "*")]).is_err());
+        assert!(load(&[("METRICS_TOKEN", "too-short")]).is_err());
+        let token = "0123456789abcdef0123";
+        assert_eq!(
+            load(&[("METRICS_TOKEN", token)]).map(|c| c.metrics_token).ok(),
+            Some(Some(token.into()))
+        );
     }
 }

@@ -5,6 +5,7 @@
 pub mod collab;
 pub mod config;
 pub mod db;
+pub mod embedded_postgres;
 pub mod entities;
 pub mod error;
 pub mod events;
@@ -29,7 +30,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::middlewares::rate_limit::{Limiting, RouteLimits};
 use crate::middlewares::request_id::RequestId;
-use crate::middlewares::{client_ip, metrics, rate_limit, request_id, security};
+use crate::middlewares::{access_log, client_ip, metrics, rate_limit, request_id, security};
 use crate::state::AppState;
 
 /// The largest JSON body accepted (spec §2.5).
@@ -64,14 +65,17 @@ pub fn router(state: AppState) -> Result<Router, RouterError> {
             ServiceBuilder::new()
                 .layer(from_fn(request_id::layer))
                 .layer(from_fn_with_state(state.clone(), client_ip::layer))
+                .layer(from_fn(access_log::layer))
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                    // The path only: query strings may carry tokens (`/ws?token=`), never logged.
+                    // The route template, as in the access log: raw paths carry invite codes and
+                    // query strings tokens (`/ws?token=`); neither is logged.
                     let id = req
                         .extensions()
                         .get::<RequestId>()
                         .map(|r| r.0.to_string())
                         .unwrap_or_default();
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    let route = access_log::route_of(req);
+                    tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id)
                 }))
                 .layer(from_fn_with_state(state.clone(), security::headers))
                 .layer(security::cors(&state.config))
@@ -96,7 +100,9 @@ pub fn app(state: AppState) -> Result<NormalizePath<Router>, RouterError> {
     Ok(NormalizePathLayer::trim_trailing_slash().layer(router(state)?))
 }
 
-/// Serves `app` on a bound listener until `shutdown` resolves, then drains in-flight requests.
+/// Serves `app` on a bound listener until `shutdown` resolves, then drains (spec §8.6): the
+/// instance turns unready, its sockets close and their sessions wait to be taken over, and only
+/// then does the listener close and in-flight requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -104,20 +110,22 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     spawn_janitor(state.clone());
     spawn_media_gc(state.clone());
-    let gateway = state.gateway.clone();
-    let collab = state.collab.clone();
+    let draining = state.clone();
     let app = app(state).map_err(std::io::Error::other)?;
     let service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
     // Events are small frames that must leave at once: no Nagle delay behind unacknowledged data.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let served = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
-    // In-flight REST requests have finished; now the sockets (spec §8.6). Upgraded connections
-    // are not held by axum's graceful shutdown: the gateway closes them itself.
-    collab.shutdown().await;
-    gateway.shutdown().await;
-    served
+    let drained = async move {
+        shutdown.await;
+        draining.start_draining();
+        // The listener stays open during the drain, so a load balancer's probe gets `/readyz`
+        // 503 rather than a refused connection; `/ws` and `/collab` refuse new upgrades. Upgraded
+        // connections are not held by axum's graceful shutdown: the subsystems close them.
+        tokio::join!(draining.collab.shutdown(), draining.gateway.shutdown());
+    };
+    axum::serve(listener, service).with_graceful_shutdown(drained).await
 }
 
 /// Periodic clean-up of rows that can never be used again.

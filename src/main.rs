@@ -29,8 +29,8 @@ async fn main() -> ExitCode {
     };
     init_tracing(&config);
     let result = match command.as_str() {
-        "serve" => serve(config).await,
-        "migrate" => migrate(config).await,
+        "serve" => with_database(config, serve).await,
+        "migrate" => with_database(config, migrate).await,
         other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
     };
     match result {
@@ -50,6 +50,23 @@ fn init_tracing(config: &Config) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// Runs `work` with the configuration's database, first starting the private development
+/// cluster when it is needed; that cluster is stopped once `work` is done, however it ended.
+async fn with_database<F, Fut>(mut config: Config, work: F) -> Result<(), String>
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let embedded = alterego::embedded_postgres::prepare(&mut config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = work(config).await;
+    if let Some(pg) = embedded {
+        pg.stop().await;
+    }
+    result
 }
 
 async fn migrate(config: Config) -> Result<(), String> {
@@ -84,7 +101,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let draining = state.clone();
     alterego::serve(listener, state, async move {
         shutdown_signal().await;
-        tracing::info!("shutting down: draining in-flight requests");
+        tracing::info!("shutting down: draining sockets and in-flight requests");
         draining.start_draining();
     })
     .await

@@ -15,6 +15,7 @@ pub mod notification;
 pub mod passwords;
 pub mod patch;
 pub mod permissions;
+pub mod process_stats;
 pub mod push_transport;
 pub mod query;
 pub mod rate_limit;

@@ -72,6 +72,9 @@ pub(crate) struct Inner {
     takeovers: Mutex<HashMap<Uuid, oneshot::Sender<TakeoverReply>>>,
     draining: AtomicBool,
     open: AtomicUsize,
+    /// Held while the instance heartbeat is written or removed, so that a beat in flight cannot
+    /// land after the draining instance removed it.
+    beat: tokio::sync::Mutex<()>,
 }
 
 impl Inner {
@@ -140,9 +143,11 @@ impl Gateway {
             takeovers: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             open: AtomicUsize::new(0),
+            beat: tokio::sync::Mutex::new(()),
         });
         if inner.bus.is_shared() {
             drop(inner.bus.subscribe_now(&Topic::instance(instance)));
+            tokio::spawn(heartbeat(Arc::downgrade(&inner)));
         }
         tokio::spawn(dispatcher(Arc::downgrade(&inner), inbound));
         tokio::spawn(housekeeping(Arc::downgrade(&inner)));
@@ -398,12 +403,17 @@ impl Gateway {
         self.inner.draining.load(Ordering::SeqCst)
     }
 
-    /// Graceful shutdown (spec §8.6, after in-flight REST requests finished): sockets close with
-    /// 1001 and sessions stay resumable; take-over requests are served until no session is left
-    /// here, the resume window passes, or `SHUTDOWN_DRAIN` does.
+    /// Graceful shutdown (spec §8.6): sockets close with 1001 and sessions stay resumable;
+    /// take-over requests are served until no session is left here, the resume window passes,
+    /// `SHUTDOWN_DRAIN` does, or no other instance is alive to take a session over.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         inner.draining.store(true, Ordering::SeqCst);
+        {
+            // Other draining instances must not wait for this one.
+            let _beat = inner.beat.lock().await;
+            inner.shared.instance_leave(inner.instance).await;
+        }
         inner.with_hub(|hub, fx| hub.close_all(fx));
         let drain = inner.config.shutdown_drain.min(inner.config.ws_resume_window);
         let deadline = tokio::time::Instant::now() + drain;
@@ -415,7 +425,24 @@ impl Gateway {
         if !inner.bus.is_shared() {
             return; // No other instance can take a session over.
         }
-        while inner.lock().session_count() > 0 && tokio::time::Instant::now() < deadline {
+        let mut next_look = tokio::time::Instant::now();
+        loop {
+            let sessions = inner.lock().session_count();
+            let now = tokio::time::Instant::now();
+            if sessions == 0 || now >= deadline {
+                return;
+            }
+            // Looked up once a second: an instance started during the drain can still take over.
+            if now >= next_look {
+                if !inner.shared.others_alive(inner.instance).await {
+                    tracing::info!(
+                        sessions,
+                        "no other instance is alive to resume this instance's sessions"
+                    );
+                    return;
+                }
+                next_look = now + Duration::from_secs(1);
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -439,6 +466,21 @@ async fn dispatcher(inner: std::sync::Weak<Inner>, mut inbound: broadcast::Recei
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+/// Keeps this instance's heartbeat alive until it drains (see [`Shared::others_alive`]).
+async fn heartbeat(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(shared::INSTANCE_BEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let _beat = inner.beat.lock().await;
+        if inner.draining.load(Ordering::SeqCst) {
+            return;
+        }
+        inner.shared.instance_beat(inner.instance).await;
     }
 }
 

@@ -19,6 +19,10 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(20);
 pub const PRESENCE_REPORT_TTL: Duration = Duration::from_secs(60);
 /// The typing throttle (spec §7.4): one broadcast per (user, channel) per 2 s.
 pub const TYPING_EVERY: Duration = Duration::from_secs(2);
+/// How often a running instance renews its heartbeat, and how long one lasts: an instance
+/// killed without a shutdown stops counting as alive within `INSTANCE_TTL`.
+pub const INSTANCE_BEAT: Duration = Duration::from_secs(5);
+pub const INSTANCE_TTL: Duration = Duration::from_secs(15);
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -200,6 +204,70 @@ impl Shared {
             auth: map.get("auth").and_then(|a| a.parse().ok()),
             instance: map.get("instance")?.parse().ok()?,
         })
+    }
+
+    // ----- instances ----------------------------------------------------------------------
+    //
+    // `{prefix}:ws:instances` scores each instance that serves `/ws` by when its heartbeat
+    // expires. A draining instance asks it whether anyone else could take its sessions over.
+
+    fn instances_key(&self) -> String {
+        self.key("ws:instances")
+    }
+
+    /// Records `instance` as alive for `INSTANCE_TTL` and forgets expired heartbeats.
+    pub async fn instance_beat(&self, instance: Uuid) {
+        let Some(conn) = &self.redis else { return };
+        let now = now_ms();
+        let res: redis::RedisResult<()> = redis::pipe()
+            .cmd("ZADD")
+            .arg(self.instances_key())
+            .arg(now + ms(INSTANCE_TTL))
+            .arg(instance.to_string())
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(self.instances_key())
+            .arg("-inf")
+            .arg(now)
+            .ignore()
+            .query_async(&mut conn.clone())
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "instance heartbeat failed");
+        }
+    }
+
+    /// `instance` no longer takes sessions over (it is draining).
+    pub async fn instance_leave(&self, instance: Uuid) {
+        let Some(conn) = &self.redis else { return };
+        let res: redis::RedisResult<()> = redis::cmd("ZREM")
+            .arg(self.instances_key())
+            .arg(instance.to_string())
+            .query_async(&mut conn.clone())
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "instance heartbeat removal failed");
+        }
+    }
+
+    /// Whether an instance other than `instance` has a live heartbeat. Without Redis, or when
+    /// Redis does not answer, nobody else could take a session over: false.
+    pub async fn others_alive(&self, instance: Uuid) -> bool {
+        let Some(conn) = &self.redis else { return false };
+        let res: redis::RedisResult<Vec<String>> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.instances_key())
+            .arg(now_ms())
+            .arg("+inf")
+            .query_async(&mut conn.clone())
+            .await;
+        let me = instance.to_string();
+        match res {
+            Ok(alive) => alive.iter().any(|i| *i != me),
+            Err(e) => {
+                tracing::warn!(error = %e, "instance heartbeat query failed");
+                false
+            }
+        }
     }
 
     // ----- presence -----------------------------------------------------------------------

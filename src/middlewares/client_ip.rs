@@ -3,11 +3,13 @@
 //! request's extensions, where rate limiting, `/ws`, uploads and media serving read it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
+use ipnet::IpNet;
 
 use crate::functions::client_ip::client_ip;
 use crate::state::AppState;
@@ -39,7 +41,36 @@ impl ClientIp {
         } else {
             Some(joined.as_str())
         };
-        ClientIp(client_ip(peer, header, &state.config.trusted_proxies))
+        let trusted = &state.config.trusted_proxies;
+        if FORWARDED_WARNING.first(header.is_some(), trusted) {
+            tracing::warn!(
+                peer = %peer,
+                "requests carry X-Forwarded-For but TRUSTED_PROXIES is unset, so the header is ignored: \
+                 behind a proxy every user shares the proxy's address and so its per-IP rate-limit \
+                 buckets. Set TRUSTED_PROXIES to the proxy's address or network (docs/operations.md). \
+                 Logged once."
+            );
+        }
+        ClientIp(client_ip(peer, header, trusted))
+    }
+}
+
+/// Whether the warning about an ignored `X-Forwarded-For` has been logged in this process.
+pub fn forwarded_warning_given() -> bool {
+    FORWARDED_WARNING.0.load(Ordering::Relaxed)
+}
+
+static FORWARDED_WARNING: ForwardedWarning = ForwardedWarning(AtomicBool::new(false));
+
+/// The once-per-process warning about `X-Forwarded-For` with no trusted proxy configured: the
+/// usual sign of a deployment behind a proxy that forgot `TRUSTED_PROXIES`.
+struct ForwardedWarning(AtomicBool);
+
+impl ForwardedWarning {
+    /// True exactly once: for the first request carrying the header while no proxy is trusted.
+    fn first(&self, has_header: bool, trusted: &[IpNet]) -> bool {
+        // A plain load first: the common case must not write to a shared cache line.
+        has_header && trusted.is_empty() && !self.0.load(Ordering::Relaxed) && !self.0.swap(true, Ordering::Relaxed)
     }
 }
 
@@ -67,3 +98,18 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 }
 
 impl aide::OperationInput for ClientIp {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_forwarded_warning_fires_once_and_only_without_trusted_proxies() {
+        let warning = ForwardedWarning(AtomicBool::new(false));
+        let proxy: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("test net")];
+        assert!(!warning.first(false, &[]), "no header, nothing to warn about");
+        assert!(!warning.first(true, &proxy), "a trusted proxy is configured");
+        assert!(warning.first(true, &[]));
+        assert!(!warning.first(true, &[]), "once per process");
+    }
+}

@@ -4,10 +4,12 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::middlewares::access_log;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -24,7 +26,9 @@ pub fn recorder() -> PrometheusHandle {
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder is installed; then ours simply renders nothing.
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                describe();
+            }
             handle
         })
         .clone()
@@ -33,11 +37,7 @@ pub fn recorder() -> PrometheusHandle {
 pub async fn layer(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = access_log::route_of(&req).to_owned();
     let res = next.run(req).await;
     let status = res.status().as_u16().to_string();
     metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
@@ -45,4 +45,69 @@ pub async fn layer(req: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
     res
+}
+
+/// The `# HELP` text (and unit) of every metric alterego records; `/metrics` shows it next to
+/// the metric once it has a value. The `process_*` metrics are rendered by
+/// `functions::process_stats` instead.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by method, route template and status"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request (a WebSocket upgrade until the 101), by method and route template"
+    );
+    describe_gauge!(
+        "alterego_db_pool_connections",
+        "PostgreSQL connections in the pool, busy or idle"
+    );
+    describe_gauge!(
+        "alterego_db_pool_idle_connections",
+        "PostgreSQL connections idle in the pool"
+    );
+    describe_counter!(
+        "alterego_rate_limited_total",
+        "Requests and connections refused with 429, by rate-limit bucket"
+    );
+    describe_counter!(
+        "alterego_events_published_total",
+        "Events this instance published on the bus"
+    );
+    describe_counter!(
+        "alterego_events_delivered_total",
+        "Event frames queued to this instance's /ws sessions"
+    );
+    describe_gauge!("alterego_ws_connections", "Open /ws sockets on this instance");
+    describe_gauge!(
+        "alterego_ws_sessions",
+        "Gateway sessions held by this instance, attached to a socket or detached and resumable"
+    );
+    describe_counter!(
+        "alterego_ws_queue_overflows_total",
+        "Sockets closed with 4010 because their outbound queue overflowed (slow consumers)"
+    );
+    describe_counter!(
+        "alterego_ws_resumes_total",
+        "Session resumes, by result (succeeded or failed)"
+    );
+    describe_counter!(
+        "alterego_collab_updates_persisted_total",
+        "Collaborative-document updates written to PostgreSQL"
+    );
+    describe_counter!(
+        "alterego_collab_compactions_total",
+        "Collaborative documents folded into one snapshot"
+    );
+    describe_counter!(
+        "alterego_push_deliveries_total",
+        "Web Push notifications, by outcome (sent, pruned, refused, failed)"
+    );
+    describe_counter!(
+        "alterego_push_jobs_dropped_total",
+        "Messages whose notifications were dropped because the push queue was full"
+    );
 }

@@ -1,5 +1,6 @@
 //! Extractors and layers between HTTP and the handlers.
 
+pub mod access_log;
 pub mod auth;
 pub mod client_ip;
 pub mod idempotency;

@@ -8,6 +8,7 @@
 
 pub mod collab;
 pub mod fixtures;
+pub mod logs;
 pub mod node;
 pub mod ws;
 
@@ -141,6 +142,8 @@ pub struct TestApp {
     admin_url: String,
     db_name: String,
     shutdown: Option<oneshot::Sender<()>>,
+    /// Turns true when `alterego::serve` has returned.
+    served: tokio::sync::watch::Receiver<bool>,
     /// This test's S3-protocol server and local media directory (see the media section below).
     pub media: MediaFixture,
 }
@@ -278,12 +281,14 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
+        let (served_tx, served) = tokio::sync::watch::channel(false);
         let server_state = state.clone();
         tokio::spawn(async move {
             let _ = alterego::serve(listener, server_state, async {
                 let _ = rx.await;
             })
             .await;
+            let _ = served_tx.send(true);
         });
         TestApp {
             addr,
@@ -293,8 +298,18 @@ impl TestApp {
             admin_url,
             db_name,
             shutdown: Some(tx),
+            served,
             media,
         }
+    }
+
+    /// Whether the server stopped serving (after [`TestApp::begin_shutdown`]) within `within`.
+    pub async fn stopped(&self, within: Duration) -> bool {
+        let mut served = self.served.clone();
+        matches!(
+            tokio::time::timeout(within, served.wait_for(|done| *done)).await,
+            Ok(Ok(_))
+        )
     }
 
     pub fn url(&self, path: &str) -> String {
