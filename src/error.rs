@@ -266,7 +266,7 @@ impl aide::OperationOutput for Error {
     fn operation_response(ctx: &mut GenContext, _op: &mut Operation) -> Option<ApiResponse> {
         let schema = ctx.schema.subschema_for::<ErrorBody>();
         Some(ApiResponse {
-            description: "An error: `code` is stable, `message` is for display (spec §2.9)".into(),
+            description: "An error: `code` is stable and meant for programs, `message` is for display".into(),
             content: [(
                 "application/json".to_string(),
                 MediaType {

@@ -30,7 +30,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::middlewares::rate_limit::{Limiting, RouteLimits};
 use crate::middlewares::request_id::RequestId;
-use crate::middlewares::{access_log, client_ip, metrics, rate_limit, request_id, security};
+use crate::middlewares::{access_log, client_ip, metrics, nul, rate_limit, request_id, security};
 use crate::state::AppState;
 
 /// The largest JSON body accepted (spec §2.5).
@@ -80,6 +80,7 @@ pub fn router(state: AppState) -> Result<Router, RouterError> {
                 .layer(from_fn_with_state(state.clone(), security::headers))
                 .layer(security::cors(&state.config))
                 .layer(from_fn(metrics::layer))
+                .layer(from_fn(nul::layer))
                 .layer(from_fn_with_state(state.clone(), security::timeout))
                 .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT)),
         )

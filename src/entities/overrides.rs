@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
 
-use crate::error::{Error, ErrorCode, ResultExt};
+use crate::error::{Error, ResultExt};
 use crate::functions::ids::ChannelId;
 use crate::functions::permissions::Permissions;
 
@@ -84,14 +84,21 @@ pub async fn count(db: impl PgExecutor<'_>, channel: ChannelId) -> Result<i64, E
 }
 
 /// Creates or replaces the override of a target (the target id identifies it).
+/// Creates or replaces the override of a target. One `INSERT … ON CONFLICT` per row, so
+/// concurrent writers of the same override all succeed (the last one wins) instead of one of
+/// them failing on the primary key.
 pub async fn upsert(conn: &mut sqlx::PgConnection, row: &OverrideRow) -> Result<(), Error> {
-    sqlx::query("DELETE FROM channel_overrides WHERE channel_id = $1 AND target_id = $2")
+    // A target id is a role or a member, never both; a row of the other type cannot exist, but
+    // is removed should it ever.
+    sqlx::query("DELETE FROM channel_overrides WHERE channel_id = $1 AND target_id = $2 AND target_type <> $3")
         .bind(row.channel_id)
         .bind(row.target_id)
+        .bind(row.target_type)
         .execute(&mut *conn)
         .await?;
     sqlx::query(
-        "INSERT INTO channel_overrides (channel_id, target_type, target_id, allow, deny) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO channel_overrides (channel_id, target_type, target_id, allow, deny) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (channel_id, target_type, target_id) DO UPDATE SET allow = EXCLUDED.allow, deny = EXCLUDED.deny",
     )
     .bind(row.channel_id)
     .bind(row.target_type)
@@ -100,13 +107,7 @@ pub async fn upsert(conn: &mut sqlx::PgConnection, row: &OverrideRow) -> Result<
     .bind(row.deny)
     .execute(conn)
     .await
-    .on_constraints(&[
-        ("channel_overrides_channel_id_fkey", Error::not_found),
-        // Two writers of the same override at once: the second may retry.
-        ("channel_overrides_pkey", || {
-            Error::new(ErrorCode::Conflict, "The override was changed concurrently")
-        }),
-    ])?;
+    .on_constraint("channel_overrides_channel_id_fkey", |_| Error::not_found())?;
     Ok(())
 }
 

@@ -23,7 +23,51 @@ pub fn display_name(field: &str, raw: &str) -> Result<String, Error> {
             format!("`{field}` must not contain control characters"),
         ));
     }
+    // A spoofing tool: text that reads in another order than it is stored.
+    if name.chars().any(is_bidi_control) {
+        return Err(Error::validation(
+            field,
+            format!("`{field}` must not contain bidirectional control characters"),
+        ));
+    }
+    if name.chars().all(is_invisible) {
+        return Err(Error::validation(
+            field,
+            format!("`{field}` must contain a visible character"),
+        ));
+    }
     Ok(name.to_string())
+}
+
+/// The bidirectional embedding, override and isolate controls (U+202A–U+202E, U+2066–U+2069).
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that show nothing: whitespace, zero-width spaces and joiners, the word joiner and
+/// invisible operators, the byte-order mark, soft hyphen, fillers, variation selectors, tags and
+/// the bidi controls.
+pub fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || is_bidi_control(c)
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
 }
 
 /// An email: trimmed, lowercased, ≤ 254 characters, `local@domain.tld`.
@@ -88,5 +132,21 @@ mod tests {
         assert_eq!(description("").unwrap(), None);
         assert_eq!(description("hi").unwrap().as_deref(), Some("hi"));
         assert!(description(&"x".repeat(2049)).is_err());
+    }
+
+    #[test]
+    fn names_need_a_visible_character_and_no_bidi_controls() {
+        for bad in [
+            "\u{200B}\u{200B}",
+            "\u{FEFF}",
+            " \u{2060} ",
+            "a\u{202E}b",
+            "x\u{2066}y\u{2069}",
+        ] {
+            assert!(display_name("name", bad).is_err(), "{bad:?}");
+        }
+        for good in ["Ada", "a\u{200D}b", "👩\u{200D}💻", "日本"] {
+            assert!(display_name("name", good).is_ok(), "{good:?}");
+        }
     }
 }

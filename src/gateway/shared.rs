@@ -385,6 +385,10 @@ impl Shared {
 
     /// Which of `users` are ONLINE (attached somewhere, or within the offline debounce).
     pub async fn online(&self, users: &[UserId]) -> Vec<bool> {
+        // An empty pipeline is an "empty command" error in Redis (logged on every call).
+        if users.is_empty() {
+            return Vec::new();
+        }
         let Some(conn) = &self.redis else {
             let p = self.presence.lock().unwrap_or_else(|e| e.into_inner());
             return users.iter().map(|u| p.online.contains_key(u)).collect();

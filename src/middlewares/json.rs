@@ -56,7 +56,22 @@ fn is_json_content_type(value: &str) -> bool {
 }
 
 /// Parses JSON, telling syntax errors (400) from shape errors (422, with the offending path).
+/// The whole document is checked for syntax first, so a truncated body (`{"name": [`) is
+/// `InvalidJson` even though the typed parse would stop earlier at a type mismatch; a string
+/// holding U+0000 is 400 `ValidationFailed` with its path (PostgreSQL cannot store it).
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        return Err(Error::new(
+            ErrorCode::InvalidJson,
+            format!("The request body is not valid JSON: {e}"),
+        ));
+    }
+    if body.windows(6).any(|w| w == b"\\u0000")
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(body)
+        && let Some(field) = nul_path(&value, String::new())
+    {
+        return Err(crate::middlewares::nul::refused(&field));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de);
     if value.is_ok()
@@ -91,6 +106,27 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
             None => e,
         }
     })
+}
+
+/// The path (`a.b[0]`) of the first string or key holding U+0000.
+fn nul_path(value: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Some(if at.is_empty() { "body".into() } else { at }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_path(v, format!("{at}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                nul_path(v, here)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// serde reports a missing field at the parent path; the field is named in the message.
@@ -154,6 +190,23 @@ mod tests {
         let e = parse::<Payload>(b"{\"email\":\"\xff\"}").unwrap_err();
         assert_eq!(e.code(), ErrorCode::InvalidJson);
         assert!(parse::<Payload>(br#"{"email":"a","unknown":true}"#).is_ok());
+        // Truncated or absurdly nested: syntax, not shape.
+        let e = parse::<Payload>(br#"{"email": ["#).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidJson);
+        let e = parse::<Payload>("[".repeat(100_000).as_bytes()).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidJson);
+        // NUL anywhere: 400 with the field.
+        let e = parse::<Payload>(br#"{"email":"a\u0000b"}"#).unwrap_err();
+        assert_eq!(
+            (e.code(), e.body.field.as_deref()),
+            (ErrorCode::ValidationFailed, Some("email"))
+        );
+        let e = parse::<Payload>(br#"{"email":"a","nested":[{"url":"\u0000"}]}"#).unwrap_err();
+        assert_eq!(e.body.field.as_deref(), Some("nested[0].url"));
+        assert!(
+            parse::<Payload>(br#"{"email":"a\\u0000"}"#).is_ok(),
+            "an escaped backslash is not NUL"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod client_ip;
 pub mod idempotency;
 pub mod json;
 pub mod metrics;
+pub mod nul;
 pub mod path;
 pub mod rate_limit;
 pub mod request_id;

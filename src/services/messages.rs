@@ -64,7 +64,7 @@ fn check_content(content: &str, has_attachments: bool) -> Result<()> {
             "`content` must be at most 4000 characters long",
         ));
     }
-    if !has_attachments && content.trim().is_empty() {
+    if !has_attachments && content.chars().all(crate::functions::validation::is_invisible) {
         return Err(Error::validation("content", "A message needs text or an attachment"));
     }
     Ok(())

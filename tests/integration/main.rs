@@ -20,6 +20,7 @@ mod conversations;
 mod docs_browser;
 mod gateway;
 mod handles;
+mod hardening;
 mod http_contract;
 mod media;
 mod node_checks;
