@@ -134,6 +134,19 @@ pub async fn insert(db: impl PgExecutor<'_>, space: SpaceId, user: UserId) -> Re
 }
 
 /// Removes a membership with its member overrides (role assignments cascade).
+/// Locks a member's row for the rest of the transaction; `false` when there is no such member.
+/// Every write of a member's roles or membership takes this lock first, so a kick and a role
+/// change of the same member queue instead of deadlocking (`members` vs `member_roles`).
+pub async fn lock(db: impl PgExecutor<'_>, space: SpaceId, user: UserId) -> Result<bool, Error> {
+    let found: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM members WHERE space_id = $1 AND user_id = $2 FOR UPDATE")
+            .bind(space)
+            .bind(user)
+            .fetch_optional(db)
+            .await?;
+    Ok(found.is_some())
+}
+
 pub async fn remove(conn: &mut sqlx::PgConnection, space: SpaceId, user: UserId) -> Result<bool, Error> {
     sqlx::query(
         "DELETE FROM channel_overrides o USING channels c \

@@ -137,6 +137,9 @@ async fn change_roles(
 ) -> Result<MemberExt> {
     let mut tx = state.db.begin().await?;
     let me = SpaceMember::load(&mut *tx, space, auth.user_id).await?;
+    if !members::lock(&mut *tx, space, user).await? {
+        return Err(Error::not_found());
+    }
     let member = members::get(&mut *tx, space, user)
         .await?
         .ok_or_else(Error::not_found)?;

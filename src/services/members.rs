@@ -7,7 +7,8 @@ use crate::events::{Event, Outbox};
 use crate::functions::ids::{SpaceId, UserId};
 use crate::functions::permissions::Standing;
 
-/// The events of a member leaving a space, captured before the removal: `members.onDelete` to
+/// The events of a member leaving a space, captured before the removal (the member's row is
+/// locked first, see `members::lock`): `members.onDelete` to
 /// the space, then `spaces.onDelete` (as the member saw it) to the member.
 pub async fn removal_events(
     conn: &mut sqlx::PgConnection,
@@ -16,6 +17,9 @@ pub async fn removal_events(
     standing: &Standing,
     outbox: &mut Outbox,
 ) -> Result<()> {
+    if !members::lock(&mut *conn, space, user).await? {
+        return Err(Error::not_found());
+    }
     let member = members::get(&mut *conn, space, user)
         .await?
         .ok_or_else(Error::not_found)?;

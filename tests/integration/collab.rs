@@ -339,6 +339,10 @@ async fn updates_are_persisted_compacted_and_refused_for_readers() {
         s.push_str("writer");
         s
     };
+    // The server handles a socket's frames in order: the answer to this SyncStep1 comes after
+    // all 600 updates were persisted and applied (and a client that vanishes without waiting
+    // could lose frames still in flight, as with any TCP peer).
+    assert_eq!(room_text(&mut w).await.len(), expected.len());
     let mut folded = false;
     for _ in 0..100 {
         let (rows, snapshot): (i64, bool) = sqlx::query_as(
