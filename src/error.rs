@@ -59,6 +59,7 @@ pub enum ErrorCode {
     UnsupportedFileType,
     InvalidBody,
     RateLimited,
+    RequestTimeout,
     InternalError,
     PushDisabled,
     VoiceUnavailable,
@@ -103,6 +104,7 @@ impl ErrorCode {
             UnsupportedMediaType | UnsupportedFileType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             PushDisabled | VoiceUnavailable | ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

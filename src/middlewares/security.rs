@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -68,15 +71,42 @@ pub async fn headers(State(state): State<AppState>, req: Request, next: Next) ->
     res
 }
 
-/// Bounds every request's handling time; a request that takes longer gets a JSON 503.
+/// Bounds every request's handling time. A request that takes longer gets a JSON 503 — or 408
+/// `RequestTimeout` when its body had not fully arrived: then the client stalled, not the server.
 /// Media uploads are exempt (see `functions::media::is_upload`).
 pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
     // Uploads may legitimately take longer; their handler bounds the time between chunks.
     if crate::functions::media::is_upload(&state.config.media_prefix, req.method().as_str(), req.uri().path()) {
         return next.run(req).await;
     }
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let received = Arc::new(AtomicBool::new(!has_body));
+    let req = if has_body {
+        let flag = received.clone();
+        req.map(|body| {
+            use futures_util::StreamExt;
+            let end = futures_util::stream::once(async move {
+                flag.store(true, Ordering::SeqCst);
+                None
+            })
+            .filter_map(|x: Option<Result<bytes::Bytes, axum::Error>>| async move { x });
+            axum::body::Body::from_stream(body.into_data_stream().chain(end))
+        })
+    } else {
+        req
+    };
     match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
         Ok(res) => res,
+        Err(_) if !received.load(Ordering::SeqCst) => {
+            axum::response::IntoResponse::into_response(crate::error::Error::new(
+                crate::error::ErrorCode::RequestTimeout,
+                "The request body did not arrive in time",
+            ))
+        }
         Err(_) => axum::response::IntoResponse::into_response(crate::error::Error::unavailable(
             "The request took too long and was cancelled",
         )),

@@ -477,6 +477,7 @@ fn finish_operation(operation: &mut Map<String, Value>) {
             InvalidBody,
             PayloadTooLarge,
             UnsupportedMediaType,
+            RequestTimeout,
         ]);
     }
     if caller != Caller::Anyone {

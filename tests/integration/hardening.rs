@@ -217,3 +217,28 @@ async fn concurrent_member_writes_never_fail_with_500() {
     .unwrap();
     assert_eq!(orphans, 0);
 }
+
+/// A body that stops arriving is the client's fault: 408 `RequestTimeout` (was 503), as JSON;
+/// a slow handler with its body received stays 503.
+#[tokio::test]
+async fn a_stalled_body_is_a_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::builder()
+        .config(|c| c.request_timeout = std::time::Duration::from_secs(2))
+        .spawn()
+        .await;
+    let owner = app.register("Owner").await;
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /spaces/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\nX-Forwarded-For: {}\r\n\r\n{{\"name\":",
+        owner.access,
+        crate::common::random_ip()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"code\":\"RequestTimeout\""), "{text}");
+}
