@@ -248,3 +248,60 @@ async fn a_stalled_body_is_a_408() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("\"code\":\"RequestTimeout\""), "{text}");
 }
+
+/// The deadlock of a role swap and a kick, stepped by hand on two connections: without the
+/// member lock the statements deadlock (PostgreSQL aborts one: the 500 of old); taking
+/// `members::lock` first, as every member write now does, makes the kick wait instead.
+#[tokio::test]
+async fn member_lock_order_prevents_the_role_swap_and_kick_deadlock() {
+    use alterego::entities::members;
+    use alterego::functions::ids::{RoleId, SpaceId, UserId};
+    let app = TestApp::spawn().await;
+    let owner = app.register("Owner").await;
+    let target = app.register("Target").await;
+    let (sid, _) = space(&app, &owner, &[&target]).await;
+    let r1 = crate::common::fixtures::role(&app, &owner, &sid, "One").await;
+    let r2 = crate::common::fixtures::role(&app, &owner, &sid, "Two").await;
+    let uuid = |s: &str| uuid::Uuid::parse_str(s).unwrap();
+    let (space_id, user, one, two) = (
+        SpaceId(uuid(&sid)),
+        UserId(uuid(&target.id)),
+        RoleId(uuid(&r1)),
+        RoleId(uuid(&r2)),
+    );
+
+    let attempt = |locked: bool| {
+        let db = app.db().clone();
+        async move {
+            members::add_role(&db, space_id, user, one).await.unwrap();
+            let mut swap = db.begin().await.unwrap();
+            if locked {
+                assert!(members::lock(&mut *swap, space_id, user).await.unwrap());
+            }
+            members::remove_role(&mut *swap, space_id, user, one).await.unwrap();
+            let kick = tokio::spawn(async move {
+                let mut tx = db.begin().await.unwrap();
+                if locked {
+                    members::lock(&mut *tx, space_id, user).await?;
+                }
+                members::remove(&mut tx, space_id, user).await?;
+                tx.rollback().await.map_err(alterego::error::Error::from)
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let added = members::add_role(&mut *swap, space_id, user, two).await;
+            let swapped = match added {
+                Ok(_) => swap.rollback().await.is_ok(),
+                Err(_) => false,
+            };
+            let kicked = kick.await.unwrap().is_ok();
+            (swapped, kicked)
+        }
+    };
+    let (swapped, kicked) = attempt(false).await;
+    assert!(
+        !(swapped && kicked),
+        "without the lock one side must have been aborted by a deadlock"
+    );
+    let (swapped, kicked) = attempt(true).await;
+    assert!(swapped && kicked, "with the lock both complete (the kick waits)");
+}
