@@ -305,3 +305,22 @@ async fn member_lock_order_prevents_the_role_swap_and_kick_deadlock() {
     let (swapped, kicked) = attempt(true).await;
     assert!(swapped && kicked, "with the lock both complete (the kick waits)");
 }
+
+/// Presence asked only for users outside the caller's audience: an empty answer, and no Redis
+/// "empty command" warning logged on every call.
+#[tokio::test]
+async fn presence_of_nobody_logs_nothing() {
+    let logs = crate::common::logs::Logs::capture();
+    let app = TestApp::spawn().await;
+    let alice = app.register("Alice").await;
+    let stranger = app.register("Stranger").await;
+    for _ in 0..3 {
+        let r = app
+            .get(&format!("/users/presence?ids={}", stranger.id), Some(&alice.access))
+            .await;
+        r.expect(200, None);
+        assert_eq!(r.body, serde_json::json!([]));
+    }
+    let warnings = logs.lines_with("presence query failed");
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
