@@ -132,6 +132,26 @@ pub async fn list(db: impl PgExecutor<'_> + Copy, owner: UserId) -> Result<Vec<B
     Ok(out)
 }
 
+/// Serialises the bot creations of one owner for the rest of the transaction (the 25-bot cap
+/// is then checked and kept atomically).
+pub async fn lock_owner(db: impl PgExecutor<'_>, owner: UserId) -> Result<(), Error> {
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+        .bind(owner)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Locks `owner`'s bot row for the rest of the transaction; `false` for a missing or foreign bot.
+pub async fn lock_owned(db: impl PgExecutor<'_>, owner: UserId, bot: UserId) -> Result<bool, Error> {
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM bots WHERE user_id = $1 AND owner_id = $2 FOR UPDATE")
+        .bind(bot)
+        .bind(owner)
+        .fetch_optional(db)
+        .await?;
+    Ok(found.is_some())
+}
+
 pub async fn count_for_owner(db: impl PgExecutor<'_>, owner: UserId) -> Result<i64, Error> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM bots WHERE owner_id = $1")
         .bind(owner)

@@ -123,11 +123,7 @@ async fn create(
 ) -> Result<axum::Json<BotCreatedResponse>> {
     let name = validation::display_name("name", &body.name)?;
     let mut tx = state.db.begin().await?;
-    // Concurrent creations by one owner queue here, so the cap holds.
-    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
-        .bind(auth.user_id)
-        .execute(&mut *tx)
-        .await?;
+    bots::lock_owner(&mut *tx, auth.user_id).await?;
     if bots::count_for_owner(&mut *tx, auth.user_id).await? >= bots::MAX_PER_OWNER {
         return Err(Error::new(
             ErrorCode::LimitExceeded,
@@ -238,12 +234,11 @@ async fn delete(State(state): State<AppState>, auth: UserAuth, Path(p): Path<Bot
 
 /// Locks the bot row of `owner` for this transaction; 404 for a missing or foreign bot.
 async fn lock_owned(tx: &mut sqlx::PgConnection, owner: UserId, bot: UserId) -> Result<()> {
-    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM bots WHERE user_id = $1 AND owner_id = $2 FOR UPDATE")
-        .bind(bot)
-        .bind(owner)
-        .fetch_optional(&mut *tx)
-        .await?;
-    found.map(|_| ()).ok_or_else(Error::not_found)
+    if bots::lock_owned(tx, owner, bot).await? {
+        Ok(())
+    } else {
+        Err(Error::not_found())
+    }
 }
 
 async fn regenerate(

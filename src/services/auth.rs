@@ -17,6 +17,16 @@ pub enum Grant {
     Bot { generation: i64 },
 }
 
+impl Grant {
+    /// The auth session of a user token; `None` for bots.
+    pub fn session_id(self) -> Option<SessionId> {
+        match self {
+            Grant::Session(s) => Some(s),
+            Grant::Bot { .. } => None,
+        }
+    }
+}
+
 /// A caller with a valid user or bot token (auth mode `any`).
 #[derive(Debug, Clone, Copy)]
 pub struct Auth {
@@ -32,10 +42,7 @@ impl Auth {
 
     /// The auth session of a user token; `None` for bots.
     pub fn session_id(&self) -> Option<SessionId> {
-        match self.grant {
-            Grant::Session(s) => Some(s),
-            Grant::Bot { .. } => None,
-        }
+        self.grant.session_id()
     }
 
     pub fn is_bot(&self) -> bool {
@@ -98,10 +105,7 @@ impl PendingAuth {
 
     /// The user token's session, to read along with other data; `None` for bots.
     pub fn session_id(&self) -> Option<SessionId> {
-        match self.grant {
-            Grant::Session(s) => Some(s),
-            Grant::Bot { .. } => None,
-        }
+        self.grant.session_id()
     }
 
     /// Reads the grant's state on its own.
