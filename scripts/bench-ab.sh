@@ -42,7 +42,7 @@ stop() {
 trap stop EXIT
 
 start() {
-    RATE_LIMITS=off BCRYPT_COST=4 ACCESS_TOKEN_TTL=86400 RUST_LOG=warn \
+    RATE_LIMITS=off MAX_CONNECTIONS_PER_IP=0 BCRYPT_COST=4 ACCESS_TOKEN_TTL=86400 RUST_LOG=warn \
         JWT_SECRET=alterego-bench-secret-not-for-production-0123456789 \
         BIND_ADDR=127.0.0.1:3700 PUBLIC_URL=http://127.0.0.1:3700 JWT_ISSUER=http://alterego.bench \
         DATABASE_URL="$PG/$DB_NAME?sslmode=disable" REDIS_URL=$REDIS REDIS_PREFIX=ab: \

@@ -29,7 +29,7 @@ ulimit -n 20000 || true
 cargo build --release --bin alterego
 psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
 
-RATE_LIMITS=off BCRYPT_COST=4 ACCESS_TOKEN_TTL=86400 RUST_LOG=warn \
+RATE_LIMITS=off MAX_CONNECTIONS_PER_IP=0 BCRYPT_COST=4 ACCESS_TOKEN_TTL=86400 RUST_LOG=warn \
     JWT_SECRET=alterego-bench-secret-not-for-production-0123456789 \
     BIND_ADDR=127.0.0.1:$PORT PUBLIC_URL=http://127.0.0.1:$PORT \
     DATABASE_URL="$PG/$DB?sslmode=disable" REDIS_URL=$REDIS REDIS_PREFIX=benchcollab: \

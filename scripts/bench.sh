@@ -46,11 +46,12 @@ stop_servers() {
 trap stop_servers EXIT
 
 # start_server PORT: a release server sharing the bench database and Redis; the generator is
-# not throttled (RATE_LIMITS=off) and registers its users quickly (BCRYPT_COST=4) — both
+# not throttled (RATE_LIMITS=off), may hold every socket from one address
+# (MAX_CONNECTIONS_PER_IP=0) and registers its users quickly (BCRYPT_COST=4) — the first and last
 # refused in production.
 start_server() {
     local port=$1
-    RATE_LIMITS=off BCRYPT_COST=4 ACCESS_TOKEN_TTL=86400 RUST_LOG=warn \
+    RATE_LIMITS=off MAX_CONNECTIONS_PER_IP=0 BCRYPT_COST=4 ACCESS_TOKEN_TTL=86400 RUST_LOG=warn \
         JWT_SECRET=alterego-bench-secret-not-for-production-0123456789 \
         BIND_ADDR=127.0.0.1:$port PUBLIC_URL=http://127.0.0.1:$port JWT_ISSUER=http://alterego.bench \
         DATABASE_URL="$PG/$DB_NAME?sslmode=disable" REDIS_URL=$REDIS REDIS_PREFIX=bench: \

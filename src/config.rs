@@ -113,6 +113,13 @@ pub struct Config {
     pub presence_offline_debounce: Duration,
     pub shutdown_drain: Duration,
     pub request_timeout: Duration,
+    /// The longest a connection may take to send a complete request header, new or idle
+    /// between keep-alive requests (`HTTP_IDLE_TIMEOUT`).
+    pub http_idle_timeout: Duration,
+    /// Open connections per client address (`MAX_CONNECTIONS_PER_IP`, 0: no limit).
+    pub max_connections_per_ip: usize,
+    /// Open connections in all (`MAX_CONNECTIONS`); unset: from the descriptor limit.
+    pub max_connections: Option<usize>,
     /// `RATE_LIMITS=off` disables every REST bucket and the `/ws` connect bucket (benchmarks only;
     /// refused in production).
     pub rate_limits: bool,
@@ -335,6 +342,12 @@ impl Config {
             presence_offline_debounce: Duration::from_secs(15),
             shutdown_drain: r.secs("SHUTDOWN_DRAIN", 30)?,
             request_timeout: r.secs("REQUEST_TIMEOUT", 30)?,
+            http_idle_timeout: r.positive_secs("HTTP_IDLE_TIMEOUT", 20)?,
+            max_connections_per_ip: r.num("MAX_CONNECTIONS_PER_IP", 1000usize)?,
+            max_connections: match r.get("MAX_CONNECTIONS") {
+                Some(_) => Some(r.num("MAX_CONNECTIONS", 0usize)?).filter(|&n| n > 0),
+                None => None,
+            },
             log_format,
             rust_log: r.get("RUST_LOG").unwrap_or_else(|| "info".into()),
             public_url,
@@ -376,6 +389,14 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
 
     fn secs(&self, key: &str, default: u64) -> Result<Duration, ConfigError> {
         self.num(key, default).map(Duration::from_secs)
+    }
+
+    /// Seconds that must not be zero (a zero timeout would close every connection at once).
+    fn positive_secs(&self, key: &str, default: u64) -> Result<Duration, ConfigError> {
+        match self.num(key, default)? {
+            0 => Err(ConfigError(format!("{key} must be at least 1"))),
+            n => Ok(Duration::from_secs(n)),
+        }
     }
 
     fn bool(&self, key: &str, default: bool) -> Result<bool, ConfigError> {

@@ -13,11 +13,11 @@ pub mod functions;
 pub mod gateway;
 pub mod middlewares;
 pub mod routes;
+pub mod server;
 pub mod services;
 pub mod state;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,22 +111,35 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     spawn_janitor(state.clone());
     spawn_media_gc(state.clone());
+    let limits = connection_limits(&state.config);
     let draining = state.clone();
     let app = app(state).map_err(std::io::Error::other)?;
-    let service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
-    // Events are small frames that must leave at once: no Nagle delay behind unacknowledged data.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let drained = async move {
         shutdown.await;
         draining.start_draining();
         // The listener stays open during the drain, so a load balancer's probe gets `/readyz`
         // 503 rather than a refused connection; `/ws` and `/collab` refuse new upgrades. Upgraded
-        // connections are not held by axum's graceful shutdown: the subsystems close them.
+        // connections are not held by the accept loop's graceful stop: the subsystems close them.
         tokio::join!(draining.collab.shutdown(), draining.gateway.shutdown());
     };
-    axum::serve(listener, service).with_graceful_shutdown(drained).await
+    server::run(listener, app, limits, drained).await;
+    Ok(())
+}
+
+/// The configured connection limits; without `MAX_CONNECTIONS`, the descriptor limit less what
+/// the pool, Redis, S3, media files and logs need.
+fn connection_limits(config: &config::Config) -> server::ConnectionLimits {
+    let total = config.max_connections.unwrap_or_else(|| {
+        let reserve = config.database_max_connections as u64 + 256;
+        functions::process_stats::max_open_files()
+            .map(|max| max.saturating_sub(reserve).max(64))
+            .unwrap_or(65_536) as usize
+    });
+    server::ConnectionLimits {
+        idle_timeout: config.http_idle_timeout,
+        per_ip: config.max_connections_per_ip,
+        total,
+    }
 }
 
 /// Periodic clean-up of rows that can never be used again.

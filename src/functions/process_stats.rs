@@ -49,7 +49,7 @@ impl ProcessStats {
                 .and_then(|s| status_kib(s, "VmSize:"))
                 .map(|k| k * 1024),
             open_fds: std::fs::read_dir(me.join("fd")).ok().map(|d| d.count() as u64),
-            max_fds: read("limits").and_then(|s| max_open_files(&s)),
+            max_fds: read("limits").and_then(|s| max_open_files_of(&s)),
             start_time_seconds: match (boot_time, stat) {
                 (Some(boot), Some(s)) => Some(boot as f64 + s.start_ticks as f64 / ticks),
                 _ => None,
@@ -151,9 +151,14 @@ fn status_kib(status: &str, key: &str) -> Option<u64> {
 }
 
 /// The soft limit of `Max open files` in `/proc/<pid>/limits` (`unlimited`: none).
-fn max_open_files(limits: &str) -> Option<u64> {
+fn max_open_files_of(limits: &str) -> Option<u64> {
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// This process's soft limit of open files, if it has one.
+pub fn max_open_files() -> Option<u64> {
+    max_open_files_of(&std::fs::read_to_string("/proc/self/limits").ok()?)
 }
 
 /// `btime` of `/proc/stat`: the boot time in seconds since the epoch.
@@ -202,8 +207,8 @@ mod tests {
         assert_eq!(status_kib(status, "VmSwap:"), None);
         let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
                       Max open files            1024                 524288               files\n";
-        assert_eq!(max_open_files(limits), Some(1024));
-        assert_eq!(max_open_files("Max open files unlimited unlimited files"), None);
+        assert_eq!(max_open_files_of(limits), Some(1024));
+        assert_eq!(max_open_files_of("Max open files unlimited unlimited files"), None);
         assert_eq!(parse_boot_time("cpu  1 2 3\nbtime 1733480000\n"), Some(1_733_480_000));
     }
 

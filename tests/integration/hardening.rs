@@ -454,3 +454,138 @@ async fn hostile_strings_in_every_field_never_give_a_5xx() {
         failures.join("\n")
     );
 }
+
+/// Whether the server closed `tcp` within `within`: a read ends (EOF or reset) instead of
+/// timing out. Whatever the server wrote first is returned with the answer.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, within: std::time::Duration) -> (bool, String) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (closed, String::from_utf8_lossy(&got).into_owned())
+}
+
+/// Slowloris: connections that never finish their request header — or never send one — are
+/// closed after `HTTP_IDLE_TIMEOUT` (they stayed open for ever under `axum::serve`).
+#[tokio::test]
+async fn connections_that_never_finish_a_header_are_closed() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::builder()
+        .config(|c| c.http_idle_timeout = Duration::from_secs(1))
+        .spawn()
+        .await;
+    let mut slow = Vec::new();
+    for i in 0..40 {
+        let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        if i % 2 == 0 {
+            // Half a header, then silence.
+            tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await
+                .unwrap();
+        }
+        slow.push(tcp);
+    }
+    for tcp in &mut slow {
+        let (closed, _) = closed_within(tcp, Duration::from_secs(5)).await;
+        assert!(closed, "a slow connection is still open");
+    }
+    // A client that trickles bytes is closed as well: the limit is for the whole header.
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let start = std::time::Instant::now();
+    let mut closed = false;
+    for _ in 0..40 {
+        if tcp.write_all(b"X-A: b\r\n").await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !closed {
+        closed = closed_within(&mut tcp, Duration::from_secs(3)).await.0;
+    }
+    assert!(closed, "a trickling header is still open after {:?}", start.elapsed());
+    // The server still answers.
+    app.get("/healthz", None).await.expect(200, None);
+}
+
+/// An idle keep-alive connection is closed after `HTTP_IDLE_TIMEOUT` once its last response has
+/// gone; one that keeps sending requests is not.
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::builder()
+        .config(|c| c.http_idle_timeout = Duration::from_secs(1))
+        .spawn()
+        .await;
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    // Busy for longer than the timeout: each request comes before the connection is idle for 1 s.
+    for _ in 0..6 {
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let (closed, got) = closed_within(&mut tcp, Duration::from_millis(400)).await;
+        assert!(!closed, "a busy keep-alive connection was closed");
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    }
+    let (closed, _) = closed_within(&mut tcp, Duration::from_secs(5)).await;
+    assert!(closed, "an idle keep-alive connection is still open");
+}
+
+/// One address may hold at most `MAX_CONNECTIONS_PER_IP` connections; the next gets a JSON 429
+/// and is closed, and a freed place can be taken again. Other addresses are not affected.
+#[tokio::test]
+async fn connections_per_address_are_capped() {
+    use std::time::Duration;
+    let app = TestApp::builder()
+        .config(|c| c.max_connections_per_ip = 5)
+        .spawn()
+        .await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(tokio::net::TcpStream::connect(app.addr).await.unwrap());
+    }
+    // Let the server accept all five before the sixth arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut sixth = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (closed, got) = closed_within(&mut sixth, Duration::from_secs(5)).await;
+    assert!(closed, "the sixth connection was kept");
+    assert!(got.starts_with("HTTP/1.1 429"), "{got}");
+    assert!(got.contains("\"code\":\"RateLimited\""), "{got}");
+    assert!(got.to_ascii_lowercase().contains("retry-after: 1"), "{got}");
+    // A freed place is taken again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut again,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (_, got) = closed_within(&mut again, Duration::from_secs(5)).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+
+    // Upgraded WebSockets keep their place after the 101.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut sockets = Vec::new();
+    for _ in 0..5 {
+        sockets.push(app.ws_open("").await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (_, got) = closed_within(&mut extra, Duration::from_secs(5)).await;
+    assert!(got.starts_with("HTTP/1.1 429"), "{got}");
+}
