@@ -200,6 +200,12 @@ impl From<sqlx::Error> for Error {
     /// Database failures never leak their text. A constraint violation that the caller did not
     /// map by name ([`ResultExt::on_constraint`]) is a bug: logged with its constraint, 500.
     fn from(err: sqlx::Error) -> Self {
+        if database_unavailable(&err) {
+            tracing::warn!(error = %err, "database unavailable");
+            let mut e = Error::unavailable("The database is unavailable; retry shortly.");
+            e.body.retry_after = Some(1.0);
+            return e;
+        }
         if let sqlx::Error::Database(db) = &err
             && let Some(constraint) = db.constraint()
         {
@@ -207,6 +213,23 @@ impl From<sqlx::Error> for Error {
             return Error::new(ErrorCode::InternalError, "Internal server error");
         }
         Error::internal(err)
+    }
+}
+
+/// A failure of the database rather than of the request — a lost or refused connection, a pool
+/// with no connection to give, a server shutting down or starting, a transaction aborted to break
+/// a deadlock or a serialisation conflict: the same request can succeed a moment later, so it is a
+/// 503 with `Retry-After`, not a 500.
+fn database_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Class 08: connection exceptions; 57P01–03: admin/crash shutdown, cannot connect now;
+            // 53300: too many connections; 40001/40P01: serialisation failure, deadlock.
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01")
+        }),
+        _ => false,
     }
 }
 

@@ -75,7 +75,9 @@ impl AppState {
         let (redis, bus, limiter) = match &config.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())?;
-                let conn = client.get_connection_manager().await?;
+                let conn = client
+                    .get_connection_manager_with_config(crate::functions::bus::redis_manager_config())
+                    .await?;
                 let bus = Bus::redis(client, config.redis_prefix.clone()).await?;
                 let limiter = RateLimiter::redis(conn.clone(), config.redis_prefix.clone());
                 (Some(conn), bus, limiter)

@@ -811,54 +811,9 @@ async fn a_silent_owner_means_invalid_session() {
     c.authenticate(&alice.access).await;
 }
 
-/// A private Redis server, so that its connections can be killed without disturbing other
-/// tests.
-struct PrivateRedis {
-    url: String,
-    child: std::process::Child,
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn private_redis() -> PrivateRedis {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let child = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server (is Redis installed?)");
-    let url = format!("redis://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if let Ok(c) = redis::Client::open(url.as_str())
-            && c.get_multiplexed_async_connection().await.is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    PrivateRedis { url, child }
-}
-
 #[tokio::test]
 async fn a_lost_bus_connection_means_resync_never_silent_loss() {
-    let redis = private_redis().await;
+    let redis = crate::common::redis::PrivateRedis::start().await;
     let url = redis.url.clone();
     let app = TestApp::builder()
         .config(move |c| c.redis_url = Some(url))

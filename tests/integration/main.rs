@@ -11,6 +11,7 @@ mod account;
 mod authorization;
 mod bots;
 mod bus;
+mod chaos;
 mod collab;
 mod collab_client;
 mod community;

@@ -10,6 +10,7 @@ pub mod collab;
 pub mod fixtures;
 pub mod logs;
 pub mod node;
+pub mod redis;
 pub mod ws;
 
 use std::collections::HashMap;
