@@ -7,6 +7,9 @@
 #   fanout   18,000 members in one space on one process: 10 msgs/s, then higher rates
 #   idle     18,000 idle authenticated connections: server RSS per connection
 #   cluster  50,000 members over 3 instances sharing PostgreSQL and Redis, 10 msgs/s
+#   floor    fan-out at 2,000, 5,000 and 18,000 sockets × 20 msgs/s, against alterego and against
+#            the generator's bare `floor` server: server CPU µs per delivery, alterego ÷ floor
+#            (FLOOR_SIZES="2000 5000" for fewer)
 #
 # Needs PostgreSQL and Redis on 127.0.0.1 (as for the tests). The generator's users live in
 # BENCH_DIR (state files) and the `alterego_bench` database, and are reused by later runs;
@@ -121,8 +124,23 @@ for stage in "${stages[@]}"; do
             --ws-urls ws://127.0.0.1:3601/ws,ws://127.0.0.1:3602/ws,ws://127.0.0.1:3603/ws
         stop_servers
         ;;
+    floor)
+        start_server 3600
+        "$loadgen" populate --base-url http://127.0.0.1:3600 --state "$state" --members "$MEMBERS"
+        "$loadgen" floor --listen 127.0.0.1:3700 2>>"$BENCH_DIR/floor.log" &
+        pids+=($!)
+        floor_pid=$!
+        for n in ${FLOOR_SIZES:-2000 5000 18000}; do
+            run "fanout $n members, 20 msgs/s (alterego)" fanout --state "$state" --members "$n" \
+                --rate 20 --seconds 10 --settle 10 --server-pid "${pids[0]}"
+            run "fanout $n members, 20 msgs/s (floor)" fanout --state "$state" --members "$n" \
+                --rate 20 --seconds 10 --settle 5 --server-pid "$floor_pid" \
+                --ws-urls ws://127.0.0.1:3700/ws --send-url http://127.0.0.1:3700/messages
+        done
+        stop_servers
+        ;;
     *)
-        echo "bench: unknown stage $stage (rest fanout idle cluster)" >&2
+        echo "bench: unknown stage $stage (rest fanout idle cluster floor)" >&2
         exit 2
         ;;
     esac

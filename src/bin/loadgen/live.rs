@@ -64,7 +64,12 @@ pub async fn fanout(opts: &Options) -> Result<(), Failure> {
     tokio::time::sleep(settle).await;
 
     let http = client()?;
-    let url = state.messages_url();
+    // `--send-url`: post elsewhere than the state's server (the `floor` server, for instance).
+    let url = opts
+        .get("send-url")
+        .map_or_else(|_| state.messages_url(), str::to_string);
+    let pids = server_pids(opts);
+    let cpu_before = cpu_seconds(&pids)?;
     let (sent_ok, send_errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let first_ns = unix_ns();
     let start = Instant::now();
@@ -92,6 +97,7 @@ pub async fn fanout(opts: &Options) -> Result<(), Failure> {
     let grace = Duration::from_secs(opts.num("grace", 60)?);
     let ok = sent_ok.load(Ordering::Relaxed);
     let tallies = fleet.finish(ok, grace).await?;
+    let server_cpu = cpu_seconds(&pids)? - cpu_before;
     let mut latency = Histogram::default();
     for t in &tallies {
         latency.merge(&t["latency"]);
@@ -115,6 +121,10 @@ pub async fn fanout(opts: &Options) -> Result<(), Failure> {
         "workers": tallies.len(), "gateways": FleetPlan::urls(opts, &state),
         "deliveredPerWorker": tallies.iter().map(|t| t["delivered"].clone()).collect::<Vec<_>>(),
         "graceSeconds": grace.as_secs(),
+        "serverCpuSeconds": if pids.is_empty() { Value::Null } else { json!(report::round(server_cpu)) },
+        "serverCpuUsPerDelivery": if pids.is_empty() || delivered == 0 { Value::Null } else {
+            json!(report::round(server_cpu * 1e6 / delivered as f64))
+        },
     });
     fleet.close().await;
     report::print(
@@ -133,9 +143,40 @@ pub async fn fanout(opts: &Options) -> Result<(), Failure> {
             "p99Ms",
             "maxMs",
             "deliveriesPerSecond",
+            "serverCpuUsPerDelivery",
         ],
     );
     Ok(())
+}
+
+/// `--server-pid PID[,PID…]`: local server processes whose CPU time a run reports.
+fn server_pids(opts: &Options) -> Vec<String> {
+    opts.get("server-pid")
+        .map(|list| list.split(',').map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// User plus system CPU seconds of local processes so far, from `/proc/<pid>/stat`.
+fn cpu_seconds(pids: &[String]) -> Result<f64, Failure> {
+    // USER_HZ, the unit of `/proc/<pid>/stat` times, is 100 on every common Linux architecture.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let mut total = 0.0;
+    for pid in pids {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("server pid {pid}: {e}"))?;
+        // Fields after the command name (which may hold spaces) start at the state, field 3.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("malformed /proc stat")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or("malformed /proc stat")
+        };
+        // utime and stime are fields 14 and 15: indexes 11 and 12 after the command name.
+        total += (ticks(11)? + ticks(12)?) as f64 / TICKS_PER_SECOND;
+    }
+    Ok(total)
 }
 
 /// The resident memory of a local process, from `/proc`.
