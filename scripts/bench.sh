@@ -10,6 +10,8 @@
 #   floor    fan-out at 2,000, 5,000 and 18,000 sockets × 20 msgs/s, against alterego and against
 #            the generator's bare `floor` server: server CPU µs per delivery, alterego ÷ floor
 #            (FLOOR_SIZES="2000 5000" for fewer)
+#   storm    18,000 sockets on one server, which is stopped (SIGTERM) and started again; every
+#            socket resumes, with 0–5 s random jitter, then all at once
 #
 # Needs PostgreSQL and Redis on 127.0.0.1 (as for the tests). The generator's users live in
 # BENCH_DIR (state files) and the `alterego_bench` database, and are reused by later runs;
@@ -31,7 +33,8 @@ mkdir -p "$BENCH_DIR"
 results=$BENCH_DIR/results.jsonl
 commit=$(git rev-parse --short HEAD)
 
-cargo build --release --bin alterego --bin alterego-loadgen
+# `--start-server PORT` (the storm stage's restart command) only starts one server and leaves it.
+[ "${1:-}" = --start-server ] || cargo build --release --bin alterego --bin alterego-loadgen
 server=target/release/alterego
 loadgen=target/release/alterego-loadgen
 
@@ -43,10 +46,10 @@ fi
 pids=()
 stop_servers() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    # A restarted server is not this shell's child: poll instead of `wait`.
+    for p in "${pids[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
     pids=()
 }
-trap stop_servers EXIT
 
 # start_server PORT: a release server sharing the bench database and Redis; the generator is
 # not throttled (RATE_LIMITS=off), may hold every socket from one address
@@ -67,6 +70,13 @@ start_server() {
     echo "bench: the server on port $port did not become ready" >&2
     exit 1
 }
+
+if [ "${1:-}" = --start-server ]; then
+    start_server "$2"
+    echo "${pids[-1]}" >"$BENCH_DIR/server-$2.pid"
+    exit 0
+fi
+trap stop_servers EXIT
 
 # run LABEL ARGS...: one loadgen run; its JSON line is kept with the date and commit.
 run() {
@@ -139,8 +149,19 @@ for stage in "${stages[@]}"; do
         done
         stop_servers
         ;;
+    storm)
+        start_server 3600
+        "$loadgen" populate --base-url http://127.0.0.1:3600 --state "$state" --members "$MEMBERS"
+        for jitter in 5000 0; do
+            run "storm $MEMBERS sockets, restart, resume with 0-$jitter ms jitter" storm --state "$state" \
+                --members "$MEMBERS" --server-pid "${pids[-1]}" --jitter-ms "$jitter" --wait 60 \
+                --restart-cmd "scripts/bench.sh --start-server 3600"
+            pids=("$(cat "$BENCH_DIR/server-3600.pid")")
+        done
+        stop_servers
+        ;;
     *)
-        echo "bench: unknown stage $stage (rest fanout idle cluster floor)" >&2
+        echo "bench: unknown stage $stage (rest fanout idle cluster floor storm)" >&2
         exit 2
         ;;
     esac

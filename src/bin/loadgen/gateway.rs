@@ -31,6 +31,8 @@ use crate::{Failure, Options};
 
 /// How long connecting and authenticating one socket may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a socket the server closed keeps trying to come back.
+const RECONNECT_FOR: Duration = Duration::from_secs(120);
 
 pub fn unix_ns() -> u64 {
     SystemTime::now()
@@ -88,22 +90,51 @@ fn bound(source: Ipv4Addr, hint: usize) -> Result<TcpSocket, Failure> {
     Err(format!("no free source port on {source}: {last:?}").into())
 }
 
-/// Opens a socket from `source`, authenticates with `token` and waits for `ready`.
-async fn open(endpoint: &Endpoint, source: Ipv4Addr, port_hint: usize, token: &str) -> Result<Socket, Failure> {
+/// Opens a socket from `source` and sends `first` (`authenticate` or `resume`).
+async fn connect(endpoint: &Endpoint, source: Ipv4Addr, port_hint: usize, first: &Value) -> Result<Socket, Failure> {
     let stream = bound(source, port_hint)?.connect(endpoint.addr).await?;
     stream.set_nodelay(true)?;
     let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(endpoint.url.as_str(), stream, Some(config)).await?;
-    let auth = json!({"op": "authenticate", "data": {"token": token}});
-    ws.send(Message::text(auth.to_string())).await?;
+    ws.send(Message::text(first.to_string())).await?;
+    Ok(ws)
+}
+
+fn authenticate(token: &str) -> Value {
+    json!({"op": "authenticate", "data": {"token": token}})
+}
+
+/// Opens a socket, authenticates with `token` and waits for `ready`; returns the session id.
+async fn open(
+    endpoint: &Endpoint,
+    source: Ipv4Addr,
+    port_hint: usize,
+    token: &str,
+) -> Result<(Socket, String), Failure> {
+    let mut ws = connect(endpoint, source, port_hint, &authenticate(token)).await?;
     while let Some(msg) = ws.next().await {
         if let Message::Text(t) = msg?
-            && t.as_str().contains("\"op\":\"ready\"")
+            && let Some(session) = ready_session(t.as_str())
         {
-            return Ok(ws);
+            return Ok((ws, session));
         }
     }
     Err("closed before ready".into())
+}
+
+/// The session id of a `ready` frame.
+fn ready_session(text: &str) -> Option<String> {
+    if !text.contains("\"op\":\"ready\"") {
+        return None;
+    }
+    let frame: Value = serde_json::from_str(text).ok()?;
+    Some(frame["data"]["sessionId"].as_str().unwrap_or_default().to_string())
+}
+
+/// The `seq` of an event frame (`…,"seq":N}`), if it has one.
+fn frame_seq(text: &str) -> Option<u64> {
+    let at = text.rfind("\"seq\":")?;
+    text[at + 6..].trim_end_matches('}').trim().parse().ok()
 }
 
 /// What a worker's sockets saw.
@@ -118,18 +149,52 @@ struct Tally {
     failed: AtomicU64,
     /// The last receipt of a run message (unix ns).
     last_ns: AtomicU64,
+    /// `--reconnect-jitter-ms` runs: sockets the server closed, and how they came back —
+    /// `resumed`, or a fresh `ready` after `invalidSession` — with the time from the close to
+    /// being back, the last such moment (unix ns), and connection attempts that failed.
+    disconnects: AtomicU64,
+    resumed: AtomicU64,
+    fresh: AtomicU64,
+    reconnect_failures: AtomicU64,
+    reconnect: SharedHistogram,
+    last_back_ns: AtomicU64,
 }
 
-/// Reads until the socket ends, counting run messages.
-async fn listen(mut ws: Socket, tally: Arc<Tally>, marker: Arc<str>, planned: u64) {
-    let mut seen = vec![0u64; planned.div_ceil(64) as usize];
+/// One socket's session, kept across reconnects.
+struct Session {
+    id: String,
+    seq: u64,
+    /// Which run messages it has seen (a bit per index).
+    seen: Vec<u64>,
+    /// When the server closed it, until it is back.
+    closed_at: Option<Instant>,
+}
+
+/// Reads until the socket ends, counting run messages; answers `invalidSession` with a fresh
+/// `authenticate` and notes when a reconnected socket is back.
+async fn listen(ws: &mut Socket, tally: &Tally, marker: &str, token: &str, session: &mut Session) {
     while let Some(Ok(msg)) = ws.next().await {
         let Message::Text(text) = msg else { continue };
-        let Some(at) = text.as_str().find(&*marker) else {
+        let text = text.as_str();
+        if let Some(seq) = frame_seq(text) {
+            session.seq = seq;
+        } else if text.contains("\"op\":\"resumed\"") {
+            tally.resumed.fetch_add(1, Ordering::Relaxed);
+            back(tally, session);
+        } else if text.contains("\"op\":\"invalidSession\"") {
+            if ws.send(Message::text(authenticate(token).to_string())).await.is_err() {
+                return;
+            }
+        } else if let Some(id) = ready_session(text) {
+            tally.fresh.fetch_add(1, Ordering::Relaxed);
+            (session.id, session.seq) = (id, 0);
+            back(tally, session);
+        }
+        let Some(at) = text.find(marker) else {
             continue;
         };
         let now = unix_ns();
-        let mut fields = text.as_str()[at + marker.len()..].splitn(3, [':', '.']);
+        let mut fields = text[at + marker.len()..].splitn(3, [':', '.']);
         let (Some(Ok(index)), Some(Ok(sent))) = (
             fields.next().map(str::parse::<u64>),
             fields.next().map(str::parse::<u64>),
@@ -137,7 +202,7 @@ async fn listen(mut ws: Socket, tally: Arc<Tally>, marker: Arc<str>, planned: u6
             continue;
         };
         let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
-        let Some(w) = seen.get_mut(word) else { continue };
+        let Some(w) = session.seen.get_mut(word) else { continue };
         if *w & bit != 0 {
             tally.duplicates.fetch_add(1, Ordering::Relaxed);
             continue;
@@ -147,7 +212,49 @@ async fn listen(mut ws: Socket, tally: Arc<Tally>, marker: Arc<str>, planned: u6
         tally.latency.record(now.saturating_sub(sent) / 1000);
         tally.last_ns.fetch_max(now, Ordering::Relaxed);
     }
-    tally.dropped.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A reconnected socket is back: how long it was away.
+fn back(tally: &Tally, session: &mut Session) {
+    if let Some(closed) = session.closed_at.take() {
+        tally.reconnect.record(closed.elapsed().as_micros() as u64);
+        tally.last_back_ns.fetch_max(unix_ns(), Ordering::Relaxed);
+    }
+}
+
+/// After the server closed a socket: waits a random part of `jitter`, then reconnects with
+/// `resume` until a connection is accepted (`listen` sees whether it resumed or started over).
+async fn reconnect(
+    endpoint: &Endpoint,
+    source: Ipv4Addr,
+    hint: usize,
+    token: &str,
+    session: &Session,
+    jitter: Duration,
+    tally: &Tally,
+) -> Option<Socket> {
+    let wait = jitter.mul_f64(rand::random::<f64>());
+    tokio::time::sleep(wait).await;
+    let resume = json!({"op": "resume", "data": {"token": token, "sessionId": session.id, "seq": session.seq}});
+    let give_up = Instant::now() + RECONNECT_FOR;
+    let mut attempt = 0usize;
+    while Instant::now() < give_up {
+        attempt += 1;
+        match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            connect(endpoint, source, hint + attempt * 104_729, &resume),
+        )
+        .await
+        {
+            Ok(Ok(ws)) => return Some(ws),
+            _ => {
+                tally.reconnect_failures.fetch_add(1, Ordering::Relaxed);
+                // A server still starting refuses connections: retry soon, but not in a spin.
+                tokio::time::sleep(Duration::from_millis(200 + rand::random::<u64>() % 300)).await;
+            }
+        }
+    }
+    None
 }
 
 /// `worker` (started by the scenarios, not by hand).
@@ -178,7 +285,21 @@ pub async fn worker(opts: &Options) -> Result<(), Failure> {
         connected: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         last_ns: AtomicU64::new(0),
+        disconnects: AtomicU64::new(0),
+        resumed: AtomicU64::new(0),
+        fresh: AtomicU64::new(0),
+        reconnect_failures: AtomicU64::new(0),
+        reconnect: SharedHistogram::new(),
+        last_back_ns: AtomicU64::new(0),
     });
+    // `--reconnect-jitter-ms J`: a socket the server closes comes back with `resume` after a
+    // random 0–J ms (the `storm` scenario); without it, a closed socket is counted as dropped.
+    let jitter = opts
+        .values
+        .get("reconnect-jitter-ms")
+        .map(|_| opts.num("reconnect-jitter-ms", 0))
+        .transpose()?
+        .map(Duration::from_millis);
     // Paced ramp-up: socket i starts at i / per_second. Ports start at a random offset, so a
     // run does not collide with the previous run's sockets in TIME_WAIT.
     let start = Instant::now();
@@ -188,21 +309,38 @@ pub async fn worker(opts: &Options) -> Result<(), Failure> {
         let endpoint = endpoints[(from + i) % endpoints.len()].clone();
         let (token, tally, marker) = (token.clone(), tally.clone(), marker.clone());
         tokio::spawn(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, open(&endpoint, source, offset + i, &token)).await {
-                Ok(Ok(ws)) => {
-                    tally.connected.fetch_add(1, Ordering::Relaxed);
-                    listen(ws, tally, marker, planned).await;
-                }
-                failure => {
-                    if tally.failed.fetch_add(1, Ordering::Relaxed) < 3 {
-                        let why = match failure {
-                            Ok(Err(e)) => e.to_string(),
-                            _ => "timed out".into(),
-                        };
-                        eprintln!("alterego-loadgen worker {source}: connect: {why}");
+            let (mut ws, id) =
+                match tokio::time::timeout(CONNECT_TIMEOUT, open(&endpoint, source, offset + i, &token)).await {
+                    Ok(Ok(opened)) => opened,
+                    failure => {
+                        if tally.failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                            let why = match failure {
+                                Ok(Err(e)) => e.to_string(),
+                                _ => "timed out".into(),
+                            };
+                            eprintln!("alterego-loadgen worker {source}: connect: {why}");
+                        }
+                        return;
                     }
+                };
+            tally.connected.fetch_add(1, Ordering::Relaxed);
+            let mut session = Session {
+                id,
+                seq: 0,
+                seen: vec![0u64; planned.div_ceil(64) as usize],
+                closed_at: None,
+            };
+            loop {
+                listen(&mut ws, &tally, &marker, &token, &mut session).await;
+                let Some(jitter) = jitter else { break };
+                tally.disconnects.fetch_add(1, Ordering::Relaxed);
+                session.closed_at = Some(Instant::now());
+                match reconnect(&endpoint, source, offset + i, &token, &session, jitter, &tally).await {
+                    Some(again) => ws = again,
+                    None => break,
                 }
             }
+            tally.dropped.fetch_add(1, Ordering::Relaxed);
         });
     }
     let total = tokens.len() as u64;
@@ -249,6 +387,12 @@ pub async fn worker(opts: &Options) -> Result<(), Failure> {
             "duplicates": tally.duplicates.load(Ordering::Relaxed),
             "lastNs": tally.last_ns.load(Ordering::Relaxed),
             "latency": tally.latency.snapshot(),
+            "disconnects": tally.disconnects.load(Ordering::Relaxed),
+            "resumed": tally.resumed.load(Ordering::Relaxed),
+            "fresh": tally.fresh.load(Ordering::Relaxed),
+            "reconnectFailures": tally.reconnect_failures.load(Ordering::Relaxed),
+            "reconnect": tally.reconnect.snapshot(),
+            "lastBackNs": tally.last_back_ns.load(Ordering::Relaxed),
         }))?;
     }
     Ok(())
@@ -313,6 +457,8 @@ pub struct FleetPlan<'a> {
     pub per_worker: usize,
     pub run: &'a str,
     pub planned: u64,
+    /// Sockets the server closes reconnect with `resume` after a random 0–this many ms.
+    pub reconnect_jitter_ms: Option<u64>,
 }
 
 impl FleetPlan<'_> {
@@ -346,6 +492,12 @@ impl Fleet {
                 .args(["--source", &source.to_string(), "--ws-urls", &plan.ws_urls.join(",")])
                 .args(["--ramp", &(plan.ramp / shares as u64).max(1).to_string()])
                 .args(["--planned", &plan.planned.to_string()])
+                .args(
+                    plan.reconnect_jitter_ms
+                        .map(|j| ["--reconnect-jitter-ms".to_string(), j.to_string()])
+                        .into_iter()
+                        .flatten(),
+                )
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()?;

@@ -46,6 +46,7 @@ fn plan<'a>(
         per_worker: opts.num("per-worker", 10_000)? as usize,
         run,
         planned,
+        reconnect_jitter_ms: None,
     })
 }
 

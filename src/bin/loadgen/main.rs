@@ -6,6 +6,7 @@
 //! alterego-loadgen populate --base-url URL --state FILE --members N [--concurrency 16]
 //! alterego-loadgen fanout  --state FILE [--members N] [--rate 10] [--seconds 10] [--ramp 1000] [--settle 10] [--ws-urls ws://…/ws,…] [--send-url URL] [--server-pid PID,…]
 //! alterego-loadgen floor   --listen IP:PORT
+//! alterego-loadgen storm   --state FILE --server-pid PID --restart-cmd CMD [--members N] [--jitter-ms 0] [--wait 60]
 //! alterego-loadgen idle    --state FILE --server-pid PID[,PID…] [--members N] [--settle 70] [--seconds 60] [--ramp 1000]
 //! alterego-loadgen send    --state FILE [--concurrency 64] [--seconds 10] [--listeners 100]
 //! alterego-loadgen history --state FILE [--requests N] [--concurrency C] [--limit 50]
@@ -23,6 +24,7 @@ mod live;
 mod population;
 mod report;
 mod rest;
+mod storm;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -34,7 +36,7 @@ type Failure = Box<dyn std::error::Error + Send + Sync>;
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((scenario, rest)) = args.split_first() else {
-        eprintln!("usage: alterego-loadgen <populate|fanout|floor|idle|send|history|search> [--option value …]");
+        eprintln!("usage: alterego-loadgen <populate|fanout|floor|storm|idle|send|history|search> [--option value …]");
         return ExitCode::FAILURE;
     };
     let opts = match Options::parse(rest) {
@@ -51,6 +53,7 @@ async fn main() -> ExitCode {
         "send" => rest::send(&opts).await,
         "fanout" => live::fanout(&opts).await,
         "floor" => floor::floor(&opts).await,
+        "storm" => storm::storm(&opts).await,
         "idle" => live::idle(&opts).await,
         "worker" => gateway::worker(&opts).await,
         other => Err(format!("unknown scenario `{other}`").into()),
