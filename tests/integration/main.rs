@@ -18,6 +18,7 @@ mod constraints;
 mod contract;
 mod conversations;
 mod docs_browser;
+mod fuzz;
 mod gateway;
 mod handles;
 mod hardening;
