@@ -145,6 +145,8 @@ const ENTRIES: &[Entry] = &[
     op("invites.list", Any, "A page of a space's invites (MANAGE_INVITES).", MANAGER),
     op("invites.create", Any, "Creates an invite (MANAGE_INVITES); optional `maxUses` and `expiresAt`. The body may be omitted.", &[NotFound, InsufficientPermissions, LimitExceeded]),
     op("invites.delete", Any, "Deletes an invite (MANAGE_INVITES).", MANAGER),
+    // Served outside the REST router: described in `other_routes`, only their codes are here.
+    op("media.upload", Any, "", &[UnsupportedFileType]),
 ];
 
 /// Request examples: what a client typically sends (optional fields left out, as they should be).
@@ -340,7 +342,9 @@ fn other_routes() -> Value {
                 {"in": "query", "name": "h", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1024}}
             ],
             "responses": {
-                "200": {"description": "The object's bytes.", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                // Served with the type read from the bytes at upload (a resized variant is PNG).
+                "200": {"description": "The object's bytes, with the type detected at upload.", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+                "206": {"description": "The byte range asked for with `Range`, with `Content-Range`.", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
                 "304": {"description": "Not modified."},
                 "404": {"description": "No such object.", "content": error},
                 "429": {"description": "`media-resize` limit for new variants.", "content": error}
@@ -410,7 +414,7 @@ fn finish_operation(operation: &mut Map<String, Value>) {
         return;
     };
     let entry = ENTRIES.iter().find(|e| e.id == id);
-    if let Some(entry) = entry {
+    if let Some(entry) = entry.filter(|e| !e.description.is_empty()) {
         operation.insert("description".into(), entry.description.into());
     }
     if OPTIONAL_BODY.contains(&id.as_str())
@@ -464,6 +468,9 @@ fn finish_operation(operation: &mut Map<String, Value>) {
     }
     let caller = entry.map_or(Caller::Any, |e| e.caller);
     let mut codes: Vec<ErrorCode> = entry.map(|e| e.codes.to_vec()).unwrap_or_default();
+    // Every route is behind the NUL layer (middlewares/nul.rs): U+0000 anywhere in the path or
+    // query is a 400 `ValidationFailed` naming the parameter.
+    codes.push(ValidationFailed);
     if has_path {
         codes.extend([InvalidPathParameter, NotFound]);
     }

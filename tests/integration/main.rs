@@ -19,6 +19,7 @@ mod constraints;
 mod contract;
 mod conversations;
 mod docs_browser;
+mod fuzz;
 mod gateway;
 mod handles;
 mod hardening;

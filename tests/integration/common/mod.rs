@@ -390,6 +390,11 @@ impl TestApp {
 
     /// Registers a user named `name` with a unique email.
     pub async fn register(&self, name: &str) -> TestUser {
+        self.register_with_password(name, PASSWORD).await
+    }
+
+    /// [`TestApp::register`] with a password other than [`PASSWORD`].
+    pub async fn register_with_password(&self, name: &str, password: &str) -> TestUser {
         let email = format!(
             "{}-{}@example.org",
             name.to_lowercase().replace(' ', "-"),
@@ -399,7 +404,7 @@ impl TestApp {
             .post(
                 "/account/register",
                 None,
-                json!({"email": email, "name": name, "password": PASSWORD}),
+                json!({"email": email, "name": name, "password": password}),
             )
             .await;
         r.expect(200, None);
@@ -411,7 +416,7 @@ impl TestApp {
             id: me.body["id"].as_str().expect("id").to_string(),
             email,
             name: name.to_string(),
-            password: PASSWORD.to_string(),
+            password: password.to_string(),
             access,
             refresh,
         }
