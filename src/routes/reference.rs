@@ -493,7 +493,8 @@ fn finish_operation(operation: &mut Map<String, Value>) {
     if caller == Caller::User {
         codes.push(BotNotAllowed);
     }
-    codes.push(RateLimited);
+    // Any operation may meet an unavailable database or a handler over `REQUEST_TIMEOUT`.
+    codes.extend([RateLimited, ServiceUnavailable]);
     let responses = operation
         .entry("responses")
         .or_insert_with(|| json!({}))
