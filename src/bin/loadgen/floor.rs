@@ -1,8 +1,9 @@
 //! `floor`: the least a server can do for the `fanout` scenario, to measure what this machine's
-//! kernel and WebSocket library cost by themselves (issue 18). It accepts the same WebSocket
-//! connections, answers `authenticate` with `ready`, and writes every posted message to every
-//! socket as one text frame shaped like alterego's `messages.onCreate` — nothing else: no
-//! tokens, no database, no bus, no sessions.
+//! kernel costs by itself (issue 18). It accepts the same WebSocket connections, answers
+//! `authenticate` with `ready`, and writes every posted message to every socket as one text
+//! frame shaped like alterego's `messages.onCreate`, encoded once — nothing else: no tokens, no
+//! database, no bus, no sessions, no WebSocket library after the handshake, one `write` per
+//! socket per message (or per burst of queued messages).
 //!
 //! ```text
 //! alterego-loadgen floor --listen 127.0.0.1:4000
@@ -16,12 +17,12 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures_util::{SinkExt, StreamExt};
+use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::{Failure, Options};
 
@@ -38,7 +39,7 @@ pub async fn floor(opts: &Options) -> Result<(), Failure> {
         "alterego-loadgen floor: listening on {listen} (pid {})",
         std::process::id()
     );
-    let (frames, _) = broadcast::channel::<Utf8Bytes>(BACKLOG);
+    let (frames, _) = broadcast::channel::<Bytes>(BACKLOG);
     loop {
         let (tcp, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -65,32 +66,88 @@ pub async fn floor(opts: &Options) -> Result<(), Failure> {
     }
 }
 
-/// A WebSocket: `authenticate` → `ready`, then every broadcast frame, as it comes.
-async fn socket(tcp: TcpStream, mut frames: broadcast::Receiver<Utf8Bytes>) -> Result<(), Failure> {
-    let mut ws = tokio_tungstenite::accept_async(tcp).await?;
-    match ws.next().await {
-        Some(Ok(Message::Text(_))) => {
-            ws.send(Message::text(r#"{"op":"ready","data":{}}"#)).await?;
+/// A WebSocket with no library above the socket: the handshake answered by hand, the client's
+/// `authenticate` frame read and ignored, `ready` written; then each broadcast frame — encoded
+/// once for all sockets — goes out with one `write`, together with any frames queued behind it.
+async fn socket(tcp: TcpStream, mut frames: broadcast::Receiver<Bytes>) -> Result<(), Failure> {
+    let mut reader = BufReader::new(tcp);
+    let mut key = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await? == 0 {
+            return Ok(());
         }
-        _ => return Ok(()),
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("sec-websocket-key")
+        {
+            key = Some(value.trim().to_string());
+        }
     }
+    let accept = derive_accept_key(key.ok_or("no Sec-WebSocket-Key")?.as_bytes());
+    let mut tcp = reader.into_inner();
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await?;
+    // The client sends `authenticate` and waits for `ready`: one read holds it (its bytes are
+    // not needed).
+    let mut scratch = [0u8; 4096];
+    if tcp.read(&mut scratch).await? == 0 {
+        return Ok(());
+    }
+    tcp.write_all(&encode(br#"{"op":"ready","data":{}}"#)).await?;
+    let (mut rd, mut wr) = tcp.split();
+    let mut out = Vec::new();
     loop {
         tokio::select! {
-            frame = frames.recv() => match frame {
-                Ok(frame) => ws.send(Message::Text(frame)).await?,
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
-            },
-            incoming = ws.next() => match incoming {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
-                Some(Ok(_)) => {}
-            },
+            frame = frames.recv() => {
+                out.clear();
+                match frame {
+                    Ok(frame) => out.extend_from_slice(&frame),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                }
+                while let Ok(more) = frames.try_recv() {
+                    out.extend_from_slice(&more);
+                }
+                wr.write_all(&out).await?;
+            }
+            read = rd.read(&mut scratch) => {
+                // Nothing but a close (or the end) is expected from the client.
+                if read? == 0 {
+                    return Ok(());
+                }
+            }
         }
     }
 }
 
+/// An unmasked server text frame holding `payload`.
+fn encode(payload: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(payload.len() + 10);
+    frame.push(0x81);
+    match payload.len() {
+        n if n < 126 => frame.push(n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            frame.push(126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(payload);
+    frame.into()
+}
+
 /// Plain HTTP/1.1 requests on one connection: each body's `content` becomes one frame.
-async fn http(tcp: TcpStream, frames: broadcast::Sender<Utf8Bytes>) -> Result<(), Failure> {
+async fn http(tcp: TcpStream, frames: broadcast::Sender<Bytes>) -> Result<(), Failure> {
     let mut reader = BufReader::new(tcp);
     loop {
         let mut length = 0usize;
@@ -117,7 +174,7 @@ async fn http(tcp: TcpStream, frames: broadcast::Sender<Utf8Bytes>) -> Result<()
             .ok()
             .and_then(|v| v["content"].as_str().map(str::to_owned))
             .unwrap_or_default();
-        let _ = frames.send(frame(&content).into());
+        let _ = frames.send(encode(frame(&content).as_bytes()));
         reader
             .get_mut()
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
