@@ -3,8 +3,9 @@
 //! of a populated space, and checks that no response is a 5xx and that every status code, content
 //! type and body is one the document declares for the operation.
 //!
-//! Real ids for path parameters come from tests/python/schemathesis_hooks.py, so requests reach the
-//! handlers instead of stopping at 404. Each run uses a fresh seed, printed, so a failure can be
+//! Real ids for path and query parameters and body fields come from
+//! tests/python/schemathesis_hooks.py, so requests reach the handlers instead of stopping at 404;
+//! operations that delete get spare ids, so the rest keep reaching them. Each run uses a fresh seed, printed, so a failure can be
 //! replayed with `ALTEREGO_FUZZ_SEED=<seed>`; `ALTEREGO_FUZZ_ARGS` adds Schemathesis arguments.
 
 use std::sync::Arc;
@@ -30,8 +31,8 @@ const EXAMPLES_PER_OPERATION: u32 = 25;
 /// The run's floor: fewer cases means generation broke and the run proves little.
 const MIN_CASES: u64 = 2_000;
 
-/// The bound on the whole run; it takes about a minute on a 2-core machine.
-const TIME_LIMIT: Duration = Duration::from_secs(600);
+/// The bound on the whole run; it takes a minute or two on a 2-core machine.
+const TIME_LIMIT: Duration = Duration::from_secs(300);
 
 /// Operations that end the fuzzing member's session or membership, so that every later request
 /// would be a 401 or 404 and prove nothing: logging out (the caller's own session when the body
@@ -60,7 +61,8 @@ impl DomainProbe for Offline {
 
 /// A server with every optional feature configured (Web Push, voice), so those handlers run
 /// instead of answering 503, and without rate limits, which would otherwise turn most of the run
-/// into 429s: Schemathesis sends from one address and one user.
+/// into 429s: Schemathesis sends from one address and one user (the upload buckets stay, and
+/// answer their documented 429 now and then).
 async fn fuzz_server() -> TestApp {
     let (public, private) = crate::push::vapid_pair();
     TestApp::builder()
@@ -317,9 +319,10 @@ async fn schemathesis_finds_no_failure() {
         .args(["--max-examples", &EXAMPLES_PER_OPERATION.to_string()])
         .args(["--seed", &seed.to_string()])
         .args(["--workers", "2", "--request-timeout", "30"])
-        // With a `map_case` hook, Hypothesis counts every impossible negative case (an unconstrained
-        // string path parameter cannot be made invalid) as filtered and stops the operation early.
-        .args(["--suppress-health-check", "filter_too_much"])
+        // Hypothesis's health checks judge generation, not the API: with a `map_case` hook it counts
+        // every impossible negative case (an unconstrained string path parameter cannot be made
+        // invalid) as filtered, and on a loaded machine generation can look slow.
+        .args(["--suppress-health-check", "filter_too_much,too_slow"])
         .args(["--generation-database", "none", "--no-color"]);
     for op in SESSION_ENDERS {
         command.args(["--exclude-operation-id", op]);
