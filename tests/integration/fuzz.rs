@@ -473,3 +473,41 @@ async fn a_served_object_has_a_documented_type_and_range_answer() {
     assert_eq!(part.text, "he");
     assert_documented(&doc, "get", "/media/{store}/{name}", &part);
 }
+
+/// An upload whose body stops arriving is a 408 `RequestTimeout`, documented, as for a stalled JSON
+/// body (it was an undocumented 503 `ServiceUnavailable`; found reviewing `media.upload`'s statuses).
+#[tokio::test]
+async fn a_stalled_upload_is_a_documented_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::builder()
+        .config(|c| c.request_timeout = Duration::from_secs(2))
+        .spawn()
+        .await;
+    let user = app.register("Ada").await;
+    let doc = app.get("/api.json", None).await.body;
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    let head = format!(
+        "POST /media/attachment HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 10000\r\n\r\n\
+         --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello",
+        user.access
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(head.starts_with("HTTP/1.1 408"), "{text}");
+    let body = serde_json::from_str(body).unwrap_or(Value::Null);
+    assert_eq!(body["code"], "RequestTimeout", "{text}");
+    let r = Resp {
+        status: 408,
+        headers: reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::CONTENT_TYPE,
+            reqwest::header::HeaderValue::from_static("application/json"),
+        )]),
+        body,
+        text: text.to_string(),
+    };
+    assert_documented(&doc, "post", "/media/{store}", &r);
+}
