@@ -118,7 +118,8 @@ ensure_node_packages() {
         || die "npm ci --prefix $dir failed"
 }
 
-# The OpenAPI validator test runs PyPI's openapi-spec-validator from tests/python/.venv.
+# PyPI tools run from tests/python/.venv: openapi-spec-validator (tests/integration/openapi_validator.rs)
+# and Schemathesis, the fuzz run against /api.json (tests/integration/fuzz.rs).
 ensure_python_tools() {
     local dir=tests/python venv=tests/python/.venv
     need python3 "install Python 3 with venv (Debian: python3-venv)"

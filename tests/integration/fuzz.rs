@@ -3,8 +3,9 @@
 //! of a populated space, and checks that no response is a 5xx and that every status code, content
 //! type and body is one the document declares for the operation.
 //!
-//! Real ids for path parameters come from tests/python/schemathesis_hooks.py, so requests reach the
-//! handlers instead of stopping at 404. Each run uses a fresh seed, printed, so a failure can be
+//! Real ids for path and query parameters and body fields come from
+//! tests/python/schemathesis_hooks.py, so requests reach the handlers instead of stopping at 404;
+//! operations that delete get spare ids, so the rest keep reaching them. Each run uses a fresh seed, printed, so a failure can be
 //! replayed with `ALTEREGO_FUZZ_SEED=<seed>`; `ALTEREGO_FUZZ_ARGS` adds Schemathesis arguments.
 
 use std::sync::Arc;
@@ -30,8 +31,8 @@ const EXAMPLES_PER_OPERATION: u32 = 25;
 /// The run's floor: fewer cases means generation broke and the run proves little.
 const MIN_CASES: u64 = 2_000;
 
-/// The bound on the whole run; it takes about a minute on a 2-core machine.
-const TIME_LIMIT: Duration = Duration::from_secs(600);
+/// The bound on the whole run; it takes a minute or two on a 2-core machine.
+const TIME_LIMIT: Duration = Duration::from_secs(300);
 
 /// Operations that end the fuzzing member's session or membership, so that every later request
 /// would be a 401 or 404 and prove nothing: logging out (the caller's own session when the body
@@ -60,7 +61,8 @@ impl DomainProbe for Offline {
 
 /// A server with every optional feature configured (Web Push, voice), so those handlers run
 /// instead of answering 503, and without rate limits, which would otherwise turn most of the run
-/// into 429s: Schemathesis sends from one address and one user.
+/// into 429s: Schemathesis sends from one address and one user (the upload buckets stay, and
+/// answer their documented 429 now and then).
 async fn fuzz_server() -> TestApp {
     let (public, private) = crate::push::vapid_pair();
     TestApp::builder()
@@ -102,19 +104,23 @@ async fn messages(app: &TestApp, user: &TestUser, path: &str, n: usize) -> Vec<S
     out
 }
 
-/// A space owned by someone else that the member (a moderator) shares with two other users: text,
+/// A space owned by someone else that the member (a moderator) shares with four other users: text,
 /// voice and document channels, roles, an override, messages, an invite; the member's DM with a
-/// friend, a pending friend request, a bot, a handle and an uploaded file. Returns the member and
-/// the ids for the hooks, by path parameter name.
+/// friend, a pending friend request, a bot, a handle and an uploaded file; and spares for the
+/// operations that delete (see [`spares`]). Returns the member and the ids for the hooks.
 async fn populate(app: &TestApp) -> (TestUser, Value) {
     let owner = app.register("Owner").await;
     // Not the documented examples' password, which `account.change_password`'s example sends.
     let member = app
         .register_with_password("Fuzz", &format!("fuzz {}", uuid::Uuid::new_v4()))
         .await;
-    let carol = app.register("Carol").await;
-    let dave = app.register("Dave").await;
-    let (sid, general) = space(app, &owner, &[&member, &carol, &dave]).await;
+    let [carol, dave, erin, frank] = [
+        app.register("Carol").await,
+        app.register("Dave").await,
+        app.register("Erin").await,
+        app.register("Frank").await,
+    ];
+    let (sid, general) = space(app, &owner, &[&member, &carol, &dave, &erin, &frank]).await;
     let mut channels = vec![general.clone(), channel(app, &owner, &sid, "random").await];
     for (name, kind) in [("Lounge", "VOICE"), ("Notes", "DOCUMENT")] {
         let r = app
@@ -127,7 +133,9 @@ async fn populate(app: &TestApp) -> (TestUser, Value) {
         r.expect(200, None);
         channels.push(id(&r.body));
     }
-    let moderation = Permissions::MANAGE_CHANNELS
+    // The member's own role also grants what @everyone does: the run may take it from @everyone.
+    let moderation = Permissions::DEFAULT_EVERYONE
+        | Permissions::MANAGE_CHANNELS
         | Permissions::MANAGE_ROLES
         | Permissions::ASSIGN_ROLES
         | Permissions::MANAGE_INVITES
@@ -139,16 +147,13 @@ async fn populate(app: &TestApp) -> (TestUser, Value) {
     assign_role(app, &owner, &sid, &member, &moderator).await;
     assign_role(app, &owner, &sid, &carol, &helper).await;
     set_override(app, &owner, &sid, &general, Target::Role(&helper), 0, 1 << 13).await;
-    let mut space_messages = serde_json::Map::new();
+    let (mut space_messages, mut anchors) = (serde_json::Map::new(), Vec::new());
     for (author, cid) in [(&owner, &channels[0]), (&member, &channels[1])] {
         let posted = messages(app, author, &format!("/spaces/{sid}/channels/{cid}/messages/"), 3).await;
+        anchors.extend(posted.iter().cloned());
         space_messages.insert(cid.clone(), posted.into());
     }
-    let invite = app
-        .post(&format!("/spaces/{sid}/invites/"), Some(&owner.access), json!({}))
-        .await;
-    invite.expect(200, None);
-    let invite = id(&invite.body);
+    let invite = invite(app, &owner, &sid).await;
     let dm = befriend(app, &member, &carol).await;
     let dm_messages = messages(app, &carol, &format!("/dm/{dm}/messages/"), 3).await;
     app.post(
@@ -158,10 +163,7 @@ async fn populate(app: &TestApp) -> (TestUser, Value) {
     )
     .await
     .expect(200, None);
-    let bot = app
-        .post("/bots/", Some(&member.access), json!({"name": "Helper bot"}))
-        .await;
-    bot.expect(200, None);
+    let bot = bot(app, &member, "Helper bot").await;
     app.post("/users/me/handle", Some(&owner.access), json!({"handle": "owner"}))
         .await
         .expect(200, None);
@@ -180,6 +182,7 @@ async fn populate(app: &TestApp) -> (TestUser, Value) {
         .and_then(|u| u.rsplit('/').next())
         .expect("upload url")
         .to_string();
+    let (spare, spare_dm) = spares(app, [&owner, &member, &carol], &sid, &dm, [&erin, &frank]).await;
     let roles = ids(&app
         .get(&format!("/spaces/{sid}/roles/"), Some(&owner.access))
         .await
@@ -198,16 +201,83 @@ async fn populate(app: &TestApp) -> (TestUser, Value) {
             "targetId": targets,
             "inviteId": [invite],
             "invite": [invite],
-            "botId": [id(&bot.body)],
+            "botId": [bot],
             "handle": ["owner.alterego.test"],
             "store": ["attachment"],
             "name": [name],
             "roleIds": [[helper.clone()], [helper.clone(), moderator.clone()], []],
+            // Query parameters: page anchors, a search term that matches, presence ids.
+            "before": anchors, "after": anchors, "around": anchors,
+            "q": ["message"],
+            "ids": [users.join(","), users[0]],
         },
-        "dm": {"channelId": [dm], "messageId": {(dm.clone()): dm_messages}},
+        "dm": {
+            "channelId": [dm],
+            "messageId": {(dm.clone()): dm_messages.clone()},
+            "before": dm_messages, "after": dm_messages, "around": dm_messages,
+        },
+        "spare": spare,
+        "spare_dm": spare_dm,
         "within": {"messageId": "channelId"},
     });
     (member, pools)
+}
+
+/// Expendable ids for the operations that delete or cut off (the hooks use them for every DELETE,
+/// for blocking, banning and permission overrides), so that the ids every other operation uses
+/// survive the run: two channels with messages and an override, a role held by a member, an
+/// invite, a bot, two members who are the member's friends, and more messages in the DM. Returns
+/// the pools for space paths and for DM paths.
+async fn spares(
+    app: &TestApp,
+    [owner, member, carol]: [&TestUser; 3],
+    sid: &str,
+    dm: &str,
+    friends: [&TestUser; 2],
+) -> (Value, Value) {
+    let mut channels = Vec::new();
+    let mut messages_in = serde_json::Map::new();
+    for name in ["spare-1", "spare-2"] {
+        let cid = channel(app, owner, sid, name).await;
+        let posted = messages(app, owner, &format!("/spaces/{sid}/channels/{cid}/messages/"), 5).await;
+        messages_in.insert(cid.clone(), posted.into());
+        channels.push(cid);
+    }
+    let role = ranked_role(app, owner, sid, "Spare", 0, 2).await;
+    assign_role(app, owner, sid, friends[0], &role).await;
+    set_override(app, owner, sid, &channels[0], Target::Role(&role), 1 << 13, 0).await;
+    let users: Vec<&str> = friends.iter().map(|u| u.id.as_str()).collect();
+    for friend in friends {
+        befriend(app, member, friend).await;
+    }
+    let dm_messages = messages(app, carol, &format!("/dm/{dm}/messages/"), 3).await;
+    let space = json!({
+        "channelId": channels,
+        "messageId": messages_in,
+        "userId": users,
+        "relationId": users,
+        "roleId": [role],
+        "targetId": [role, users[0]],
+        "inviteId": [invite(app, owner, sid).await],
+        "botId": [bot(app, member, "Spare bot").await],
+    });
+    (space, json!({"messageId": {dm: dm_messages}}))
+}
+
+/// A new invite to `sid` by `owner`; returns its code.
+async fn invite(app: &TestApp, owner: &TestUser, sid: &str) -> String {
+    let r = app
+        .post(&format!("/spaces/{sid}/invites/"), Some(&owner.access), json!({}))
+        .await;
+    r.expect(200, None);
+    id(&r.body)
+}
+
+/// A new bot of `owner`; returns its id.
+async fn bot(app: &TestApp, owner: &TestUser, name: &str) -> String {
+    let r = app.post("/bots/", Some(&owner.access), json!({"name": name})).await;
+    r.expect(200, None);
+    id(&r.body)
 }
 
 /// The number of generated cases in Schemathesis's summary (`Test cases:` then `N generated, …`).
@@ -249,9 +319,10 @@ async fn schemathesis_finds_no_failure() {
         .args(["--max-examples", &EXAMPLES_PER_OPERATION.to_string()])
         .args(["--seed", &seed.to_string()])
         .args(["--workers", "2", "--request-timeout", "30"])
-        // With a `map_case` hook, Hypothesis counts every impossible negative case (an unconstrained
-        // string path parameter cannot be made invalid) as filtered and stops the operation early.
-        .args(["--suppress-health-check", "filter_too_much"])
+        // Hypothesis's health checks judge generation, not the API: with a `map_case` hook it counts
+        // every impossible negative case (an unconstrained string path parameter cannot be made
+        // invalid) as filtered, and on a loaded machine generation can look slow.
+        .args(["--suppress-health-check", "filter_too_much,too_slow"])
         .args(["--generation-database", "none", "--no-color"]);
     for op in SESSION_ENDERS {
         command.args(["--exclude-operation-id", op]);
@@ -401,4 +472,42 @@ async fn a_served_object_has_a_documented_type_and_range_answer() {
     part.expect(206, None);
     assert_eq!(part.text, "he");
     assert_documented(&doc, "get", "/media/{store}/{name}", &part);
+}
+
+/// An upload whose body stops arriving is a 408 `RequestTimeout`, documented, as for a stalled JSON
+/// body (it was an undocumented 503 `ServiceUnavailable`; found reviewing `media.upload`'s statuses).
+#[tokio::test]
+async fn a_stalled_upload_is_a_documented_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::builder()
+        .config(|c| c.request_timeout = Duration::from_secs(2))
+        .spawn()
+        .await;
+    let user = app.register("Ada").await;
+    let doc = app.get("/api.json", None).await.body;
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    let head = format!(
+        "POST /media/attachment HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 10000\r\n\r\n\
+         --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello",
+        user.access
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(head.starts_with("HTTP/1.1 408"), "{text}");
+    let body = serde_json::from_str(body).unwrap_or(Value::Null);
+    assert_eq!(body["code"], "RequestTimeout", "{text}");
+    let r = Resp {
+        status: 408,
+        headers: reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::CONTENT_TYPE,
+            reqwest::header::HeaderValue::from_static("application/json"),
+        )]),
+        body,
+        text: text.to_string(),
+    };
+    assert_documented(&doc, "post", "/media/{store}", &r);
 }

@@ -118,8 +118,9 @@ fn malformed() -> Error {
     Error::validation("file", "The multipart body is malformed")
 }
 
+/// The client stopped sending: 408, as for a stalled JSON body (not a 503: the server is fine).
 fn stalled() -> Error {
-    Error::unavailable("The upload stalled and was cancelled")
+    Error::new(ErrorCode::RequestTimeout, "The upload stalled and was cancelled")
 }
 
 async fn accept(
