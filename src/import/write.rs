@@ -30,6 +30,25 @@ pub async fn rows<T>(
     Ok(written)
 }
 
+/// Rows of a large table, inserted a batch at a time (columns through UNNEST: one statement of
+/// one array parameter per column however large the batch).
+pub trait Batch: Sized {
+    /// Inserts `batch`; returns how many rows were written.
+    fn write(conn: &mut PgConnection, batch: &[Self]) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+}
+
+impl Batch for Message {
+    fn write(conn: &mut PgConnection, batch: &[Self]) -> impl Future<Output = Result<u64, sqlx::Error>> + Send {
+        messages(conn, batch)
+    }
+}
+
+impl Batch for Attachment {
+    fn write(conn: &mut PgConnection, batch: &[Self]) -> impl Future<Output = Result<u64, sqlx::Error>> + Send {
+        attachments(conn, batch)
+    }
+}
+
 /// A converted message and the Mikoto id it replaces.
 pub struct Message {
     pub id: Uuid,
@@ -41,8 +60,7 @@ pub struct Message {
     pub content: String,
 }
 
-/// Inserts a batch of messages and their old-id mappings (columns through UNNEST: one statement
-/// of seven array parameters however large the batch).
+/// Inserts a batch of messages and their old-id mappings.
 pub async fn messages(conn: &mut PgConnection, batch: &[Message]) -> Result<u64, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|m| m.id).collect();
     let legacy: Vec<Uuid> = batch.iter().map(|m| m.legacy_id).collect();

@@ -360,34 +360,42 @@ async fn login(app: &TestApp, email: &str) -> String {
     r.body["accessToken"].as_str().unwrap().to_string()
 }
 
-/// Every message of a channel, paged backwards from the newest and then forwards from before
-/// the oldest; both walks must agree. Returns the contents in history order.
+/// Every message of a channel, paged `before` from the newest or `after` from before the oldest.
+async fn walk(app: &TestApp, token: &str, base: &str, limit: usize, backwards: bool) -> Vec<Value> {
+    let (dir, mut cursor) = if backwards {
+        ("before", None)
+    } else {
+        ("after", Some(EPOCH.to_string()))
+    };
+    let mut all: Vec<Value> = Vec::new();
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("limit={limit}&{dir}={c}"),
+            None => format!("limit={limit}"),
+        };
+        let r = app.get(&format!("{base}?{q}"), Some(token)).await;
+        r.expect(200, None);
+        let page = r.body.as_array().unwrap().clone();
+        let edge = if backwards { page.first() } else { page.last() };
+        let Some(edge) = edge else { break };
+        cursor = Some(edge["id"].as_str().unwrap().to_string());
+        if backwards {
+            all.splice(0..0, page);
+        } else {
+            all.extend(page);
+        }
+    }
+    all
+}
+
+/// A channel's history paged both ways (which must agree), as contents in history order.
 async fn history(app: &TestApp, token: &str, base: &str, limit: usize) -> Vec<String> {
-    let mut back: Vec<Value> = Vec::new();
-    let mut q = format!("limit={limit}");
-    loop {
-        let r = app.get(&format!("{base}?{q}"), Some(token)).await;
-        r.expect(200, None);
-        let page = r.body.as_array().unwrap().clone();
-        if page.is_empty() {
-            break;
-        }
-        q = format!("limit={limit}&before={}", page[0]["id"].as_str().unwrap());
-        back.splice(0..0, page);
-    }
-    let mut fwd: Vec<Value> = Vec::new();
-    let mut q = format!("limit={limit}&after={EPOCH}");
-    loop {
-        let r = app.get(&format!("{base}?{q}"), Some(token)).await;
-        r.expect(200, None);
-        let page = r.body.as_array().unwrap().clone();
-        if page.is_empty() {
-            break;
-        }
-        q = format!("limit={limit}&after={}", page[page.len() - 1]["id"].as_str().unwrap());
-        fwd.extend(page);
-    }
-    assert_eq!(back, fwd, "backward and forward walks differ");
+    let back = walk(app, token, base, limit, true).await;
+    assert_eq!(
+        back,
+        walk(app, token, base, limit, false).await,
+        "backward and forward walks differ"
+    );
     back.iter()
         .map(|m| m["content"].as_str().unwrap().to_string())
         .collect()
@@ -400,6 +408,15 @@ async fn source_order(db: &PgPool, channel: Uuid) -> Vec<String> {
         .fetch_all(db)
         .await
         .unwrap()
+}
+
+/// The user ids of a member list.
+fn member_users(list: &Value) -> Vec<String> {
+    let members = list.as_array().unwrap_or_else(|| panic!("not a member list: {list}"));
+    members
+        .iter()
+        .map(|m| m["user"]["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn skipped(report: &Report, table: &str, reason: &str) -> u64 {
@@ -509,15 +526,7 @@ async fn a_mikoto_community_moves_over_intact() {
     assert_eq!(sub.unwrap()["parentId"], json!(c.a_category.to_string()));
     assert_eq!(ids(&channels.body).len(), 4);
     let members = app.get(&format!("/spaces/{}/members/", c.space_a), Some(&cat)).await;
-    members.expect(200, None);
-    let member_users: Vec<&str> = members
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["user"]["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(member_users.len(), 4);
+    assert_eq!(member_users(&members.body).len(), 4);
     let bob_member = members
         .body
         .as_array()
@@ -554,15 +563,9 @@ async fn a_mikoto_community_moves_over_intact() {
     }
     // C's owner had no membership row in Mikoto: the importer added it.
     let c_members = app.get(&format!("/spaces/{}/members/", c.space_c), Some(&dan)).await;
-    let c_users: Vec<&str> = c_members
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["user"]["id"].as_str().unwrap())
-        .collect();
+    let c_users = member_users(&c_members.body);
     assert_eq!(c_users.len(), 2);
-    assert!(c_users.contains(&c.dan.to_string().as_str()));
+    assert!(c_users.contains(&c.dan.to_string()));
     let listed = app.get("/spaces/", Some(&dan)).await;
     assert_eq!(ids(&listed.body), vec![c.space_c.to_string()]);
 
@@ -603,19 +606,12 @@ async fn a_mikoto_community_moves_over_intact() {
         .expect(404, Some("NotFound"));
 
     // Attachment URLs are exactly Mikoto's.
-    let mut urls: Vec<String> = Vec::new();
-    let mut after = EPOCH.to_string();
-    loop {
-        let r = app.get(&format!("{base}?limit=100&after={after}"), Some(&ann)).await;
-        let page = r.body.as_array().unwrap().clone();
-        let Some(last) = page.last() else { break };
-        after = last["id"].as_str().unwrap().to_string();
-        for m in &page {
-            for a in m["attachments"].as_array().unwrap() {
-                urls.push(a["url"].as_str().unwrap().to_string());
-            }
-        }
-    }
+    let mut urls: Vec<String> = walk(&app, &ann, &base, 100, false)
+        .await
+        .iter()
+        .flat_map(|m| m["attachments"].as_array().unwrap().clone())
+        .map(|a| a["url"].as_str().unwrap().to_string())
+        .collect();
     let mut want: Vec<String> = sqlx::query_scalar("SELECT url FROM \"MessageAttachment\"")
         .fetch_all(&src)
         .await
