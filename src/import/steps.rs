@@ -671,7 +671,7 @@ const ATTACHMENTS: Table = Table {
 };
 
 async fn attachments(cx: &mut Cx<'_>, known: &Known, batch: usize) -> Result<(), ImportError> {
-    const GONE: &str = "message not imported";
+    const GONE: &str = "message not imported, or the attachment is already in the target";
     stream(cx, &ATTACHMENTS, batch, GONE, |r: source::Attachment, t| {
         let row = write::Attachment {
             id: r.id,

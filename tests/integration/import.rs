@@ -455,8 +455,15 @@ async fn a_mikoto_community_moves_over_intact() {
     // Every table is reported, read = written + skipped where no row was added, and every
     // skip has its reason.
     for (name, t) in &report.tables {
-        assert!(
-            t.written + t.skipped_total() >= t.read,
+        let added: u64 = t
+            .adjusted
+            .iter()
+            .filter(|(why, _)| why.contains("added"))
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(
+            t.written + t.skipped_total(),
+            t.read + added,
             "{name}: rows unaccounted for\n{text}"
         );
     }
@@ -759,6 +766,29 @@ async fn a_killed_import_rerun_equals_a_clean_one() {
     let report: Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(report["dry_run"], json!(false));
+    assert_eq!(digest(target.db()).await, digest(clean.db()).await);
+
+    // Merging the same source again writes nothing: every row collides and is counted.
+    let merged = alterego::import::run(
+        target.db(),
+        &Options {
+            allow_non_empty: true,
+            ..options(&source)
+        },
+    )
+    .await
+    .unwrap();
+    for (name, t) in &merged.tables {
+        assert_eq!(t.written, 0, "{name} written twice");
+    }
+    assert_eq!(
+        merged
+            .get("Message")
+            .unwrap()
+            .skipped
+            .get("already present in the target (unique key collision)"),
+        Some(&merged.get("Message").unwrap().read)
+    );
     assert_eq!(digest(target.db()).await, digest(clean.db()).await);
 
     // The binary refuses the now non-empty target with a clear message.
