@@ -638,6 +638,47 @@ async fn a_mikoto_community_moves_over_intact() {
     relations.expect(200, None);
     assert_eq!(relations.body.as_array().unwrap().len(), 2, "{}", relations.text);
 
+    // Imported roles drive alterego's channel permissions: hiding `sub` from @everyone hides it
+    // from Bob (Mods) but not from Cat (Admins, whose Mikoto string set ADMIN).
+    let everyone = roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "@everyone")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sub_path = format!("/spaces/{}/channels/{}", c.space_a, c.a_sub);
+    app.put(
+        &format!("{sub_path}/overrides/{everyone}"),
+        Some(&ann),
+        json!({"targetType": "ROLE", "allow": "0", "deny": "4096"}),
+    )
+    .await
+    .expect(200, None);
+    for (token, sees) in [(&bob, false), (&cat, true), (&ann, true)] {
+        for path in [sub_path.clone(), format!("{sub_path}/messages/")] {
+            let r = app.get(&path, Some(token)).await;
+            assert_eq!(r.status, if sees { 200 } else { 404 }, "{path}: {}", r.text);
+        }
+    }
+
+    // The ban holds: Eve is listed with the reason and cannot rejoin through an invite.
+    let bans = app.get(&format!("/spaces/{}/bans/", c.space_a), Some(&ann)).await;
+    bans.expect(200, None);
+    assert_eq!(bans.body.as_array().unwrap().len(), 1, "{}", bans.text);
+    assert_eq!(bans.body[0]["reason"], json!("spam"));
+    let eve = login(&app, "eve@example.org").await;
+    app.post("/spaces/join/loungeInvite", Some(&eve), json!({}))
+        .await
+        .expect(403, Some("Banned"));
+    // Preferences: Ann's explicit level for the lounge (her DM space's row was not carried).
+    let prefs = app.get("/spaces/notification-preferences", Some(&ann)).await;
+    prefs.expect(200, None);
+    assert_eq!(prefs.body.as_array().unwrap().len(), 1, "{}", prefs.text);
+    assert_eq!(prefs.body[0]["level"], json!("MENTIONS"));
+
     // Handles and invites.
     app.get("/handles/ann.alterego.test", None).await.expect(200, None);
     app.get("/handles/lounge.alterego.test", None).await.expect(200, None);
