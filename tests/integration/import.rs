@@ -511,12 +511,15 @@ async fn a_mikoto_community_moves_over_intact() {
     a.expect(200, None);
     assert_eq!(a.body["ownerId"], json!(c.ann.to_string()));
     let roles = &a.body["roles"];
-    let perms = |name: &str| -> String {
-        roles.as_array().unwrap().iter().find(|r| r["name"] == name).unwrap()["permissions"]
+    // A field of the role named `name`.
+    let role = |name: &str, field: &str| -> String {
+        let found = roles.as_array().unwrap().iter().find(|r| r["name"] == name);
+        found.unwrap_or_else(|| panic!("no role {name}"))[field]
             .as_str()
             .unwrap()
             .to_string()
     };
+    let perms = |name: &str| role(name, "permissions");
     assert_eq!(perms("@everyone"), "28672");
     assert_eq!(perms("Mods"), "2048");
     assert_eq!(perms("Admins"), "65535");
@@ -640,15 +643,7 @@ async fn a_mikoto_community_moves_over_intact() {
 
     // Imported roles drive alterego's channel permissions: hiding `sub` from @everyone hides it
     // from Bob (Mods) but not from Cat (Admins, whose Mikoto string set ADMIN).
-    let everyone = roles
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "@everyone")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let everyone = role("@everyone", "id");
     let sub_path = format!("/spaces/{}/channels/{}", c.space_a, c.a_sub);
     app.put(
         &format!("{sub_path}/overrides/{everyone}"),
