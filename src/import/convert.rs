@@ -143,6 +143,25 @@ mod tests {
         assert!(!is_bcrypt(""));
     }
 
+    #[test]
+    fn jsonb_values() {
+        use serde_json::json;
+        assert_eq!(attestation(&json!("c2ln")), Some("c2ln".into()));
+        assert_eq!(attestation(&json!({"signature": "c2ln", "v": 1})), Some("c2ln".into()));
+        assert_eq!(attestation(&json!({"v": 1})), Some("{\"v\":1}".into()));
+        assert_eq!(attestation(&json!(null)), None);
+        assert_eq!(
+            bot_permissions(&json!(["a", 1, "b"])),
+            (vec!["a".into(), "b".into()], true)
+        );
+        assert_eq!(bot_permissions(&json!([])), (vec![], false));
+        assert_eq!(bot_permissions(&json!({"a": 1})), (vec![], true));
+        assert_eq!(
+            (email(" Ann@Example.ORG "), handle(" Ann.X ")),
+            ("ann@example.org".into(), "ann.x".into())
+        );
+    }
+
     proptest! {
         /// Ordering minted ids is ordering the source rows by (timestamp, id), ties included.
         #[test]

@@ -706,6 +706,17 @@ async fn a_mikoto_community_moves_over_intact() {
         .unwrap();
     assert_eq!(category.as_deref(), Some("BOT"), "a bot's user is a BOT user");
 
+    // A database that is not Mikoto's is refused by name.
+    let not_mikoto = Options {
+        source_url: app.state.config.database_url.clone(),
+        ..options(&source)
+    };
+    let refused = alterego::import::run(app.db(), &not_mikoto).await;
+    assert!(
+        matches!(&refused, Err(ImportError::NotMikoto(tables)) if tables.contains("Message")),
+        "{refused:?}"
+    );
+
     // A second import into the now non-empty target is refused, and changes nothing.
     let again = alterego::import::run(app.db(), &options(&source)).await;
     assert!(matches!(again, Err(ImportError::TargetNotEmpty(_))), "{again:?}");
