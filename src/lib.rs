@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod functions;
 pub mod gateway;
+pub mod import;
 pub mod middlewares;
 pub mod routes;
 pub mod server;

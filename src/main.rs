@@ -1,4 +1,4 @@
-//! The `alterego` command: `serve` (default) or `migrate`.
+//! The `alterego` command: `serve` (default), `migrate` or `import-mikoto`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use alterego::config::{Config, LogFormat};
 use alterego::state::AppState;
 use tracing_subscriber::EnvFilter;
 
-const USAGE: &str = "usage: alterego [serve|migrate]\n\n  serve    run the server (default)\n  migrate  apply database migrations and exit\n\nConfiguration comes from the environment and .env; see .env.example.";
+const USAGE: &str = "usage: alterego [serve|migrate|import-mikoto]\n\n  serve          run the server (default)\n  migrate        apply database migrations and exit\n  import-mikoto  copy a Mikoto database into alterego's (see `alterego import-mikoto --help`)\n\nConfiguration comes from the environment and .env; see .env.example.";
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -20,6 +20,22 @@ async fn main() -> ExitCode {
         let _ = writeln!(std::io::stdout(), "{USAGE}");
         return ExitCode::SUCCESS;
     }
+    let import = if command == "import-mikoto" {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        match alterego::import::cli::parse(&args) {
+            Ok(alterego::import::cli::Command::Help) => {
+                let _ = writeln!(std::io::stdout(), "{}", alterego::import::cli::USAGE);
+                return ExitCode::SUCCESS;
+            }
+            Ok(alterego::import::cli::Command::Import { options, json }) => Some((options, json)),
+            Err(e) => {
+                eprintln!("alterego import-mikoto: {e}\n\n{}", alterego::import::cli::USAGE);
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -27,10 +43,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_tracing(&config);
+    // The import prints its report on stdout: its logs go to stderr.
+    init_tracing(&config, command == "import-mikoto");
     let result = match command.as_str() {
         "serve" => with_database(config, serve).await,
         "migrate" => with_database(config, migrate).await,
+        "import-mikoto" => match import {
+            Some((options, json)) => with_database(config, |c| import_mikoto(c, options, json)).await,
+            None => Err("import-mikoto: no options".into()),
+        },
         other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
     };
     match result {
@@ -43,12 +64,14 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(config: &Config) {
+fn init_tracing(config: &Config, to_stderr: bool) {
     let filter = EnvFilter::try_new(&config.rust_log).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    match (config.log_format, to_stderr) {
+        (LogFormat::Json, false) => builder.json().init(),
+        (LogFormat::Text, false) => builder.init(),
+        (LogFormat::Json, true) => builder.json().with_writer(std::io::stderr).init(),
+        (LogFormat::Text, true) => builder.with_writer(std::io::stderr).init(),
     }
 }
 
@@ -75,6 +98,24 @@ async fn migrate(config: Config) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     alterego::db::migrate(&pool).await.map_err(|e| e.to_string())?;
     tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Migrates the target, imports, and prints the report on stdout.
+async fn import_mikoto(config: Config, options: alterego::import::Options, json: bool) -> Result<(), String> {
+    let pool = alterego::db::connect(&config.database_url, 2, !config.is_production())
+        .await
+        .map_err(|e| e.to_string())?;
+    alterego::db::migrate(&pool).await.map_err(|e| e.to_string())?;
+    let report = alterego::import::run(&pool, &options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = if json {
+        serde_json::to_string(&report).map_err(|e| e.to_string())?
+    } else {
+        report.to_string()
+    };
+    let _ = writeln!(std::io::stdout(), "{text}");
     Ok(())
 }
 

@@ -121,6 +121,31 @@ pub enum Page {
     Around(Uuid),
 }
 
+impl Page {
+    /// The same slice around another position.
+    pub fn at(self, id: Uuid) -> Page {
+        match self {
+            Page::Newest => Page::Newest,
+            Page::Before(_) => Page::Before(id),
+            Page::After(_) => Page::After(id),
+            Page::Around(_) => Page::Around(id),
+        }
+    }
+}
+
+/// The new id of a message imported from Mikoto (`legacy` is its Mikoto id), if it is in
+/// `channel` (see `import::convert::message_id`).
+pub async fn imported_id(db: impl PgExecutor<'_>, channel: ChannelId, legacy: Uuid) -> Result<Option<Uuid>, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT i.message_id FROM imported_message_ids i JOIN messages m ON m.id = i.message_id \
+         WHERE i.legacy_id = $1 AND m.channel_id = $2",
+    )
+    .bind(legacy)
+    .bind(channel)
+    .fetch_optional(db)
+    .await?)
+}
+
 /// A page of a channel's history, oldest first.
 pub async fn list(
     conn: &mut sqlx::PgConnection,

@@ -40,7 +40,11 @@ pub async fn page(conn: &mut sqlx::PgConnection, channel: ChannelId, q: &Message
         && messages::id_timestamp(x).is_none()
         && messages::get(conn, channel, x).await?.is_none()
     {
-        return Err(Error::not_found());
+        // A Mikoto message id of imported history: its position is that of its new id.
+        return match messages::imported_id(conn, channel, x).await? {
+            Some(new) => Ok((page.at(new), clamp_limit(q.limit, 50, 100))),
+            None => Err(Error::not_found()),
+        };
     }
     Ok((page, clamp_limit(q.limit, 50, 100)))
 }

@@ -24,6 +24,7 @@ mod gateway;
 mod handles;
 mod hardening;
 mod http_contract;
+mod import;
 mod media;
 mod node_checks;
 mod openapi_validator;

@@ -9,6 +9,7 @@
 pub mod collab;
 pub mod fixtures;
 pub mod logs;
+pub mod mikoto;
 pub mod node;
 pub mod redis;
 pub mod ws;
@@ -38,7 +39,7 @@ pub fn redis_url() -> String {
 }
 
 /// `url` with its database name replaced.
-fn with_database(url: &str, name: &str) -> String {
+pub fn with_database(url: &str, name: &str) -> String {
     let (base, _) = url.rsplit_once('/').unwrap_or((url, ""));
     format!("{base}/{name}")
 }
