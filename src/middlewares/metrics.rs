@@ -107,6 +107,14 @@ fn describe() {
         "Web Push notifications, by outcome (sent, pruned, refused, failed)"
     );
     describe_counter!(
+        "alterego_connections_refused_total",
+        "Connections refused on accept, by reason (per_address: MAX_CONNECTIONS_PER_IP, total: MAX_CONNECTIONS)"
+    );
+    describe_counter!(
+        "alterego_accept_errors_total",
+        "Failed accepts other than a connection reset before it was accepted (e.g. out of descriptors)"
+    );
+    describe_counter!(
         "alterego_push_jobs_dropped_total",
         "Messages whose notifications were dropped because the push queue was full"
     );
