@@ -62,7 +62,15 @@ async fn session(collab: &Collab, socket: &mut WebSocket, ticket: &Ticket) -> Re
     let conn = collab.next_conn();
     let (link, mut frames, closer) = Link::new(QUEUE);
     let slot = join(collab, ticket, conn, link.clone()).await?;
-    let ended = pump(collab, socket, ticket, &slot, conn, &link, &mut frames, &closer).await;
+    let mut peer = Local {
+        collab,
+        ticket,
+        slot: &slot,
+        conn,
+        link: &link,
+        told: Told::default(),
+    };
+    let ended = pump(&mut peer, socket, &mut frames, &closer).await;
     let (removal, empty) = {
         let mut room = lock(&slot);
         let removal = room.leave(conn);
@@ -107,14 +115,19 @@ async fn join(collab: &Collab, ticket: &Ticket, conn: room::ConnId, link: Link) 
     Err(CloseCode::INTERNAL)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn pump(
-    collab: &Collab,
-    socket: &mut WebSocket,
-    ticket: &Ticket,
-    slot: &Arc<Slot>,
+/// One connection's place in its room, and the notices it has already been sent.
+struct Local<'a> {
+    collab: &'a Collab,
+    ticket: &'a Ticket,
+    slot: &'a Arc<Slot>,
     conn: room::ConnId,
-    link: &Link,
+    link: &'a Link,
+    told: Told,
+}
+
+async fn pump(
+    peer: &mut Local<'_>,
+    socket: &mut WebSocket,
     frames: &mut tokio::sync::mpsc::Receiver<Bytes>,
     closer: &room::Closer,
 ) -> Result<CloseCode, CloseCode> {
@@ -122,13 +135,12 @@ async fn pump(
     ping.reset();
     let mut last_heard = Instant::now();
     let mut window = (Instant::now(), 0u32);
-    let mut told = Told::default();
     loop {
         tokio::select! {
             biased;
             code = closer.closed() => {
                 if code == CloseCode::GOING_AWAY {
-                    return drain(collab, socket, ticket, slot, conn, link, &mut told).await;
+                    return drain(peer, socket).await;
                 }
                 return Err(code);
             }
@@ -154,7 +166,7 @@ async fn pump(
                         if window.1 > FRAMES_PER_MINUTE {
                             return Err(CloseCode::RATE);
                         }
-                        handle(collab, ticket, slot, conn, link, &mut told, bytes).await?;
+                        handle(peer, bytes).await?;
                     }
                     Ws::Text(_) => return Err(CloseCode::TEXT),
                     Ws::Close(_) => return Ok(CloseCode::GOING_AWAY),
@@ -176,15 +188,7 @@ async fn pump(
 /// Graceful shutdown: the close frame goes out first, then the frames the client sent before it
 /// saw it are still applied and persisted (nothing it believes sent is lost), until its close
 /// frame arrives or 3 s pass.
-async fn drain(
-    collab: &Collab,
-    socket: &mut WebSocket,
-    ticket: &Ticket,
-    slot: &Arc<Slot>,
-    conn: room::ConnId,
-    link: &Link,
-    told: &mut Told,
-) -> Result<CloseCode, CloseCode> {
+async fn drain(peer: &mut Local<'_>, socket: &mut WebSocket) -> Result<CloseCode, CloseCode> {
     let code = CloseCode::GOING_AWAY;
     let frame = CloseFrame {
         code: code.code,
@@ -196,7 +200,7 @@ async fn drain(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, socket.recv()).await {
         match msg {
-            Ws::Binary(bytes) => handle(collab, ticket, slot, conn, link, told, bytes).await?,
+            Ws::Binary(bytes) => handle(peer, bytes).await?,
             Ws::Close(_) => break,
             _ => {}
         }
@@ -237,21 +241,14 @@ pub fn decode_frame(bytes: &[u8]) -> Option<Vec<Message>> {
     .flatten()
 }
 
-async fn handle(
-    collab: &Collab,
-    ticket: &Ticket,
-    slot: &Arc<Slot>,
-    conn: room::ConnId,
-    link: &Link,
-    told: &mut Told,
-    bytes: Bytes,
-) -> Result<(), CloseCode> {
+async fn handle(peer: &mut Local<'_>, bytes: Bytes) -> Result<(), CloseCode> {
     let messages = decode_frame(&bytes).ok_or(CloseCode::PROTOCOL)?;
+    let (collab, ticket, slot, conn, link) = (peer.collab, peer.ticket, peer.slot, peer.conn, peer.link);
     for message in messages {
         match message {
             Message::Sync(SyncMessage::SyncStep1(sv)) => link.send(lock(slot).step2(&sv)),
             Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
-                write(collab, ticket, slot, conn, link, told, update).await?;
+                write(peer, update).await?;
             }
             Message::Awareness(update) => {
                 let message = room::frame(&Message::Awareness(update.clone()));
@@ -272,15 +269,9 @@ async fn handle(
 
 /// A peer's update: refused for a reader or a full document; otherwise persisted, then applied
 /// and sent to the other peers here and on other instances.
-async fn write(
-    collab: &Collab,
-    ticket: &Ticket,
-    slot: &Arc<Slot>,
-    conn: room::ConnId,
-    link: &Link,
-    told: &mut Told,
-    update: Vec<u8>,
-) -> Result<(), CloseCode> {
+async fn write(peer: &mut Local<'_>, update: Vec<u8>) -> Result<(), CloseCode> {
+    let (collab, ticket, slot, conn, link) = (peer.collab, peer.ticket, peer.slot, peer.conn, peer.link);
+    let told = &mut peer.told;
     if update.as_slice() == EMPTY_UPDATE {
         return Ok(());
     }

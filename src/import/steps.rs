@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::report::{Report, TableReport};
 use super::write;
 use super::{ImportError, Progress, convert, source};
+use crate::entities::messages::MessageAttachment;
 
 /// What earlier steps imported, for checking references.
 #[derive(Default)]
@@ -673,7 +674,7 @@ const ATTACHMENTS: Table = Table {
 async fn attachments(cx: &mut Cx<'_>, known: &Known, batch: usize) -> Result<(), ImportError> {
     const GONE: &str = "message not imported, or the attachment is already in the target";
     stream(cx, &ATTACHMENTS, batch, GONE, |r: source::Attachment, t| {
-        let row = write::Attachment {
+        let row = MessageAttachment {
             id: r.id,
             message_id: convert::message_id(r.message_id, r.message_timestamp),
             url: r.url,

@@ -7,6 +7,7 @@ use sqlx::query_builder::Separated;
 use sqlx::{PgConnection, QueryBuilder};
 use uuid::Uuid;
 
+use crate::entities::messages::MessageAttachment;
 use crate::functions::time::Timestamp;
 
 /// PostgreSQL's limit of bind parameters per statement.
@@ -43,7 +44,7 @@ impl Batch for Message {
     }
 }
 
-impl Batch for Attachment {
+impl Batch for MessageAttachment {
     fn write(conn: &mut PgConnection, batch: &[Self]) -> impl Future<Output = Result<u64, sqlx::Error>> + Send {
         attachments(conn, batch)
     }
@@ -96,18 +97,8 @@ pub async fn messages(conn: &mut PgConnection, batch: &[Message]) -> Result<u64,
     Ok(written)
 }
 
-pub struct Attachment {
-    pub id: Uuid,
-    pub message_id: Uuid,
-    pub url: String,
-    pub filename: String,
-    pub content_type: String,
-    pub size: i32,
-    pub order: i32,
-}
-
 /// Inserts attachments whose message is present (the caller counts the others as skipped).
-pub async fn attachments(conn: &mut PgConnection, batch: &[Attachment]) -> Result<u64, sqlx::Error> {
+pub async fn attachments(conn: &mut PgConnection, batch: &[MessageAttachment]) -> Result<u64, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|a| a.id).collect();
     let messages: Vec<Uuid> = batch.iter().map(|a| a.message_id).collect();
     let urls: Vec<&str> = batch.iter().map(|a| a.url.as_str()).collect();

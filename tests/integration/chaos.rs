@@ -212,11 +212,7 @@ async fn postgres_restart_gives_503_then_recovers_without_losing_a_message() {
 async fn redis_restart_keeps_rest_up_and_tells_sockets_to_resync() {
     let logs = crate::common::logs::Logs::capture();
     let mut redis = PrivateRedis::start().await;
-    let url = redis.url.clone();
-    let app = TestApp::builder()
-        .config(move |c| c.redis_url = Some(url))
-        .spawn()
-        .await;
+    let app = TestApp::builder().redis_at(&redis.url).spawn().await;
     let owner = app.register("Owner").await;
     let reader = app.register("Reader").await;
     let (sid, cid) = space(&app, &owner, &[&reader]).await;

@@ -814,11 +814,7 @@ async fn a_silent_owner_means_invalid_session() {
 #[tokio::test]
 async fn a_lost_bus_connection_means_resync_never_silent_loss() {
     let redis = crate::common::redis::PrivateRedis::start().await;
-    let url = redis.url.clone();
-    let app = TestApp::builder()
-        .config(move |c| c.redis_url = Some(url))
-        .spawn()
-        .await;
+    let app = TestApp::builder().redis_at(&redis.url).spawn().await;
     let owner = app.register("Owner").await;
     let reader = app.register("Reader").await;
     let (sid, general) = space(&app, &owner, &[&reader]).await;

@@ -71,23 +71,9 @@ pub async fn floor(opts: &Options) -> Result<(), Failure> {
 /// once for all sockets — goes out with one `write`, together with any frames queued behind it.
 async fn socket(tcp: TcpStream, mut frames: broadcast::Receiver<Bytes>) -> Result<(), Failure> {
     let mut reader = BufReader::new(tcp);
-    let mut key = None;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("sec-websocket-key")
-        {
-            key = Some(value.trim().to_string());
-        }
-    }
+    let Some(key) = read_head(&mut reader, "sec-websocket-key").await? else {
+        return Ok(());
+    };
     let accept = derive_accept_key(key.ok_or("no Sec-WebSocket-Key")?.as_bytes());
     let mut tcp = reader.into_inner();
     let head = format!(
@@ -127,6 +113,28 @@ async fn socket(tcp: TcpStream, mut frames: broadcast::Receiver<Bytes>) -> Resul
     }
 }
 
+/// Reads a request line and headers up to the blank line; returns the value of header `wanted`
+/// (if present), or `None` when the connection ended first.
+async fn read_head(reader: &mut BufReader<TcpStream>, wanted: &str) -> Result<Option<Option<String>>, Failure> {
+    let mut found = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await? == 0 {
+            return Ok(None);
+        }
+        let header = line.trim_end();
+        if header.is_empty() {
+            return Ok(Some(found));
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case(wanted)
+        {
+            found = Some(value.trim().to_string());
+        }
+    }
+}
+
 /// An unmasked server text frame holding `payload`.
 fn encode(payload: &[u8]) -> Bytes {
     let mut frame = Vec::with_capacity(payload.len() + 10);
@@ -150,24 +158,10 @@ fn encode(payload: &[u8]) -> Bytes {
 async fn http(tcp: TcpStream, frames: broadcast::Sender<Bytes>) -> Result<(), Failure> {
     let mut reader = BufReader::new(tcp);
     loop {
-        let mut length = 0usize;
-        let mut line = String::new();
-        // The request line, then headers up to the blank line.
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).await? == 0 {
-                return Ok(());
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().map_err(|_| "bad content-length")?;
-            }
-        }
+        let Some(length) = read_head(&mut reader, "content-length").await? else {
+            return Ok(());
+        };
+        let length: usize = length.map_or(Ok(0), |v| v.parse().map_err(|_| "bad content-length"))?;
         let mut body = vec![0u8; length.min(1 << 20)];
         reader.read_exact(&mut body).await?;
         let content = serde_json::from_slice::<Value>(&body)
@@ -202,4 +196,29 @@ fn frame(content: &str) -> String {
         "seq": seq,
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_use_the_shortest_length_encoding() {
+        assert_eq!(&encode(b"hi")[..], &[0x81, 2, b'h', b'i']);
+        let medium = encode(&[b'x'; 300]);
+        assert_eq!(&medium[..4], &[0x81, 126, 1, 44]);
+        assert_eq!(medium.len(), 304);
+        let large = encode(&vec![b'x'; 70_000]);
+        assert_eq!(&large[..2], &[0x81, 127]);
+        assert_eq!(u64::from_be_bytes(large[2..10].try_into().unwrap()), 70_000);
+    }
+
+    #[test]
+    fn the_frame_is_shaped_like_alteregos() {
+        let text = frame("lg:run:1:2.");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["op"], "messages.onCreate");
+        assert_eq!(v["data"]["content"], "lg:run:1:2.");
+        assert!(v["seq"].as_u64().is_some());
+    }
 }

@@ -561,3 +561,26 @@ impl Drop for Fleet {
 pub fn sum(tallies: &[Value], key: &str) -> u64 {
     tallies.iter().map(|t| t[key].as_u64().unwrap_or(0)).sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frames_seq_is_its_last_seq_field() {
+        // A message's content may itself contain `"seq":`; the frame's own comes last.
+        let frame = r#"{"op":"messages.onCreate","data":{"content":"\"seq\":5"},"seq":42}"#;
+        assert_eq!(frame_seq(frame), Some(42));
+        assert_eq!(frame_seq(r#"{"op":"resumed","data":{"replayed":3}}"#), None);
+    }
+
+    #[test]
+    fn ready_frames_give_their_session() {
+        let ready = r#"{"op":"ready","data":{"sessionId":"0190d3b4-2a9e-7000-8000-000000000000"}}"#;
+        assert_eq!(
+            ready_session(ready).as_deref(),
+            Some("0190d3b4-2a9e-7000-8000-000000000000")
+        );
+        assert_eq!(ready_session(r#"{"op":"resumed","data":{}}"#), None);
+    }
+}

@@ -229,6 +229,12 @@ impl<'a> TestAppBuilder<'a> {
         self
     }
 
+    /// Redis at `url` (a [`redis::PrivateRedis`], say) instead of the shared one.
+    pub fn redis_at(self, url: &str) -> Self {
+        let url = url.to_string();
+        self.config(move |c| c.redis_url = Some(url))
+    }
+
     /// The media backend (local by default).
     pub fn media(self, storage: alterego::config::MediaStorage) -> Self {
         self.config(move |c| c.media_storage = storage)
