@@ -71,6 +71,8 @@ pub struct Config {
     pub bot_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub refresh_reuse_grace: Duration,
+    /// How long a live auth session is remembered per process (`SESSION_CACHE_TTL`, 0: never).
+    pub session_cache_ttl: Duration,
     pub bcrypt_cost: u32,
     pub registration_enabled: bool,
     pub trusted_proxies: Vec<IpNet>,
@@ -305,6 +307,7 @@ impl Config {
             bot_token_ttl: r.secs("BOT_TOKEN_TTL", 86_400)?,
             refresh_token_ttl: r.secs("REFRESH_TOKEN_TTL", 2_592_000)?,
             refresh_reuse_grace: r.secs("REFRESH_REUSE_GRACE", 30)?,
+            session_cache_ttl: r.secs("SESSION_CACHE_TTL", 30)?,
             bcrypt_cost,
             registration_enabled: r.bool("REGISTRATION_ENABLED", true)?,
             trusted_proxies,

@@ -21,6 +21,7 @@ use crate::functions::verification::{NetworkProbe, SharedProbe};
 use crate::functions::webpush::VapidKeys;
 use crate::gateway::Gateway;
 use crate::services::push::Pusher;
+use crate::services::session_cache::SessionCache;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -32,6 +33,8 @@ pub struct AppState {
     /// The state is cloned several times per request, so fields that own heap data sit behind
     /// an `Arc` (cloning the JWT validation rules alone was ~5 % of the server's CPU per send).
     pub jwt: Arc<JwtKeys>,
+    /// Live auth sessions this process has checked (see `services::session_cache`).
+    pub sessions: SessionCache,
     pub hasher: Hasher,
     pub mailer: Arc<Mailer>,
     /// Media objects: the configured backend (local disk or S3).
@@ -92,7 +95,15 @@ impl AppState {
         let handle_keys = Arc::new(HandleKeys::from_config(&config)?);
         let config = Arc::new(config);
         let jwt = Arc::new(JwtKeys::new(&config.jwt_secret, &config.jwt_issuer));
-        let gateway = Gateway::start(config.clone(), db.clone(), jwt.clone(), bus.clone(), redis.clone());
+        let sessions = SessionCache::start(bus.clone(), config.session_cache_ttl);
+        let gateway = Gateway::start(
+            config.clone(),
+            db.clone(),
+            jwt.clone(),
+            sessions.clone(),
+            bus.clone(),
+            redis.clone(),
+        );
         let collab = Collab::start(db.clone(), bus.clone(), redis.clone(), config.redis_prefix.clone());
         let push = match (
             &config.vapid_public_key,
@@ -113,6 +124,7 @@ impl AppState {
         };
         Ok(AppState {
             jwt,
+            sessions,
             hasher: Hasher::new(config.bcrypt_cost)?,
             metrics: crate::middlewares::metrics::recorder(),
             config,

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,6 +67,10 @@ impl Topic {
     /// Control messages for one instance (spec §8.3 `instance:{instanceId}`: resume take-over).
     pub fn instance(id: Uuid) -> Self {
         Topic(format!("instance:{id}").into())
+    }
+    /// Revoked auth sessions, for every instance's session cache.
+    pub fn revocations() -> Self {
+        Topic("revocations".into())
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -150,6 +155,9 @@ struct Inner {
     /// Local subscription counts: a topic is subscribed while its count is above zero.
     topics: Mutex<HashMap<Topic, usize>>,
     backend: Backend,
+    /// The subscriber's connection number (1, 2, … per reconnect), 0 while it is not
+    /// connected: events published now are received only while it is non-zero.
+    connection: Arc<AtomicU64>,
 }
 
 enum Backend {
@@ -176,6 +184,7 @@ impl Bus {
                 inbound,
                 topics: Mutex::new(HashMap::new()),
                 backend: Backend::InProcess,
+                connection: Arc::new(AtomicU64::new(1)),
             }),
         }
     }
@@ -188,7 +197,15 @@ impl Bus {
         let first = client.get_async_pubsub().await?;
         let (inbound, _) = broadcast::channel(INBOUND_CAPACITY);
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(subscriber_task(client, first, prefix.clone(), rx, inbound.clone()));
+        let connection = Arc::new(AtomicU64::new(0));
+        tokio::spawn(subscriber_task(
+            client,
+            first,
+            prefix.clone(),
+            rx,
+            inbound.clone(),
+            connection.clone(),
+        ));
         Ok(Bus {
             inner: Arc::new(Inner {
                 inbound,
@@ -198,6 +215,7 @@ impl Bus {
                     prefix,
                     commands: tx,
                 },
+                connection,
             }),
         })
     }
@@ -283,6 +301,12 @@ impl Bus {
                 let _ = done.await;
             }
         }
+    }
+
+    /// The subscriber's current connection (a new number after each reconnect), `None` while
+    /// it is not connected: only then do events published now reach this process.
+    pub fn connection(&self) -> Option<u64> {
+        Some(self.inner.connection.load(Ordering::Acquire)).filter(|&n| n != 0)
     }
 
     /// Whether this bus is shared through Redis (several instances).
@@ -409,12 +433,14 @@ async fn subscriber_task(
     prefix: String,
     mut commands: mpsc::UnboundedReceiver<SubCommand>,
     inbound: broadcast::Sender<Inbound>,
+    connection: Arc<AtomicU64>,
 ) {
     let channel_prefix = format!("{prefix}:");
     let mut wanted: HashMap<String, Topic> = HashMap::new();
     let mut conn = Some(first);
     let mut backoff = Duration::from_millis(100);
     let mut lost = false;
+    let mut connections = 0;
     let mut recent = RecentIds::new(RECENT_IDS);
     loop {
         let pubsub = match conn.take() {
@@ -440,6 +466,8 @@ async fn subscriber_task(
         }
         if healthy {
             backoff = Duration::from_millis(100);
+            connections += 1;
+            connection.store(connections, Ordering::Release);
             if lost {
                 tracing::info!(topics = wanted.len(), "bus subscriber reconnected; consumers resync");
                 let _ = inbound.send(Inbound::Resync);
@@ -499,6 +527,7 @@ async fn subscriber_task(
                 }
             }
         }
+        connection.store(0, Ordering::Release);
         tracing::warn!("bus subscriber lost its Redis connection; reconnecting");
         lost = true;
         tokio::time::sleep(backoff).await;

@@ -43,6 +43,7 @@ use crate::functions::bus::{Bus, Inbound, Topic};
 use crate::functions::ids::{ChannelId, SessionId, UserId};
 use crate::functions::jwt::JwtKeys;
 use crate::services::auth::Auth;
+use crate::services::session_cache::SessionCache;
 
 /// The socket buffers (DESIGN.md "WebSocket memory"): commands are a few hundred bytes; a larger
 /// inbound frame (≤ 8 KiB) grows the read buffer as it arrives.
@@ -64,6 +65,7 @@ pub(crate) struct Inner {
     config: Arc<Config>,
     db: sqlx::PgPool,
     jwt: Arc<JwtKeys>,
+    sessions: SessionCache,
     bus: Bus,
     shared: Shared,
     hub: Mutex<Hub>,
@@ -122,6 +124,7 @@ impl Gateway {
         config: Arc<Config>,
         db: sqlx::PgPool,
         jwt: Arc<JwtKeys>,
+        sessions: SessionCache,
         bus: Bus,
         redis: Option<redis::aio::ConnectionManager>,
     ) -> Self {
@@ -136,6 +139,7 @@ impl Gateway {
             config,
             db,
             jwt,
+            sessions,
             bus,
             hub: Mutex::new(Hub::new(instance, config_presence_limit)),
             presence: presence_tx,
@@ -178,7 +182,7 @@ impl Gateway {
 
     /// Verifies a token as the REST extractors do (spec §7.3).
     pub async fn verify(&self, token: &str) -> Result<Auth, Error> {
-        Auth::verify(&self.inner.jwt, &self.inner.db, token).await
+        Auth::verify(&self.inner.jwt, &self.inner.db, &self.inner.sessions, token).await
     }
 
     pub fn config(&self) -> &Config {

@@ -55,7 +55,7 @@ impl FromRequestParts<AppState> for Auth {
             return Ok(*auth);
         }
         let token = bearer_token(parts)?.ok_or_else(Error::unauthorized)?;
-        let auth = Auth::verify(&state.jwt, &state.db, token).await?;
+        let auth = Auth::verify(&state.jwt, &state.db, &state.sessions, token).await?;
         parts.extensions.insert(auth);
         Ok(auth)
     }

@@ -164,6 +164,7 @@ async fn open_session(state: &AppState, tx: &mut sqlx::PgConnection, user: UserI
 
 /// Tells every instance that sessions are gone, so their sockets close with 4006 (spec §6.2).
 async fn announce_revoked(state: &AppState, user: UserId, revoked: &[SessionId]) {
+    state.sessions.announce(revoked).await;
     for session in revoked {
         Event::SessionRevoked(*session, &Revoked { user_id: user })
             .publish(&state.bus)

@@ -228,7 +228,7 @@ async fn delete(State(state): State<AppState>, auth: UserAuth, Path(p): Path<Bot
     let mut outbox = Outbox::new();
     service::delete(&mut tx, &mut outbox, p.bot_id).await?;
     outbox.commit(tx, &state.bus).await?;
-    service::revoke_sockets(&state.bus, p.bot_id).await;
+    service::revoke_sockets(&state.bus, &state.sessions, p.bot_id).await;
     Ok(axum::Json(()))
 }
 
@@ -250,7 +250,7 @@ async fn regenerate(
     if !bots::regenerate(&state.db, auth.user_id, p.bot_id, &digest).await? {
         return Err(Error::not_found());
     }
-    service::revoke_sockets(&state.bus, p.bot_id).await;
+    service::revoke_sockets(&state.bus, &state.sessions, p.bot_id).await;
     let bot = owned(&state, auth.user_id, p.bot_id).await?;
     Ok(axum::Json(BotCreatedResponse {
         id: bot.id,

@@ -69,7 +69,7 @@ async fn authorize(
         .and_then(|q| q.0.token)
         .filter(|t| !t.is_empty())
         .ok_or_else(Error::unauthorized)?;
-    let auth = Auth::verify(&state.jwt, &state.db, &token).await?;
+    let auth = Auth::verify(&state.jwt, &state.db, &state.sessions, &token).await?;
     let channel: ChannelId = raw
         .parse()
         .map_err(|_| Error::new(ErrorCode::InvalidPathParameter, "`channelId` must be a UUID"))?;

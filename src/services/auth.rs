@@ -9,6 +9,7 @@ use crate::entities::sessions::{self, SessionState};
 use crate::error::{Error, ErrorCode};
 use crate::functions::ids::{SessionId, UserId};
 use crate::functions::jwt::{Claims, JwtKeys, TokenError};
+use crate::services::session_cache::SessionCache;
 
 /// What a verified token is bound to: a user's auth session, or a bot's token generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,9 +36,17 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// Verifies a token completely: signature and claims, then the session or bot generation.
-    pub async fn verify(jwt: &JwtKeys, db: &PgPool, token: &str) -> Result<Auth, Error> {
-        PendingAuth::verify(jwt, token)?.check(db).await
+    /// Verifies a token completely: signature and claims, then the session or bot generation
+    /// (from the session cache when it knows the grant is live).
+    pub async fn verify(jwt: &JwtKeys, db: &PgPool, cache: &SessionCache, token: &str) -> Result<Auth, Error> {
+        let pending = PendingAuth::verify(jwt, token)?;
+        if cache.is_live(pending.user_id, pending.grant) {
+            return pending.resolve(SessionState::Live);
+        }
+        let ticket = cache.ticket();
+        let auth = pending.check(db).await?;
+        cache.remember(ticket, &auth);
+        Ok(auth)
     }
 
     /// The auth session of a user token; `None` for bots.

@@ -10,6 +10,7 @@ use crate::functions::ids::{SessionId, SpaceId, UserId};
 use crate::functions::permissions::Permissions;
 use crate::services::access::SpaceMember;
 use crate::services::members::removal_events;
+use crate::services::session_cache::SessionCache;
 
 /// `members.create` and `bots.install`: `caller`, a member of `space` with MANAGE_BOTS, adds a
 /// bot they own or a public one. Checks in the order of spec §2.9: the space (404), the bot
@@ -83,8 +84,10 @@ pub async fn delete(conn: &mut sqlx::PgConnection, outbox: &mut Outbox, bot: Use
     Ok(())
 }
 
-/// Closes every socket of the bot on every instance (4006): its revocation key is its user id.
-pub async fn revoke_sockets(bus: &Bus, bot: UserId) {
+/// Ends the bot's tokens on every instance (cached grants, sockets closed with 4006): its
+/// revocation key is its user id.
+pub async fn revoke_sockets(bus: &Bus, sessions: &SessionCache, bot: UserId) {
+    sessions.announce(&[SessionId(bot.0)]).await;
     Event::SessionRevoked(SessionId(bot.0), &Revoked { user_id: bot })
         .publish(bus)
         .await;

@@ -9,3 +9,4 @@ pub mod members;
 pub mod messages;
 pub mod profiles;
 pub mod push;
+pub mod session_cache;

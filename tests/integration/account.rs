@@ -589,3 +589,100 @@ async fn bad_tokens() {
         .await
         .expect(401, Some("InvalidToken"));
 }
+
+/// Each instance remembers live sessions (`SESSION_CACHE_TTL`), yet a revocation made on one
+/// instance is refused at once on the other: logout, logout everywhere, password change.
+#[tokio::test]
+async fn a_revoked_session_is_refused_at_once_on_every_instance() {
+    let app = TestApp::spawn().await;
+    let peer = app.spawn_peer().await;
+    let alice = app.register("Alice").await;
+    let login = |app: &TestApp| {
+        let email = alice.email.clone();
+        let app_url = app.url("/account/login");
+        async move {
+            let r = reqwest::Client::new()
+                .post(app_url)
+                .json(&json!({"email": email, "password": PASSWORD}))
+                .send()
+                .await
+                .expect("login");
+            let body: serde_json::Value = r.json().await.expect("json");
+            (
+                body["accessToken"].as_str().expect("accessToken").to_string(),
+                body["refreshToken"].as_str().expect("refreshToken").to_string(),
+            )
+        }
+    };
+    let both = [&app, &peer];
+    let ok_everywhere = |token: String| async move {
+        for instance in both {
+            // Twice: the second answer comes from the instance's cache.
+            for _ in 0..2 {
+                instance.get("/users/me", Some(&token)).await.expect(200, None);
+            }
+        }
+    };
+
+    // The cache does answer: a session revoked behind the server's back (no announcement)
+    // is still accepted by both instances, which is what the bus announcement is for.
+    let (hidden, _) = login(&app).await;
+    ok_everywhere(hidden.clone()).await;
+    sqlx::query(
+        "UPDATE auth_sessions SET revoked_at = now() \
+         WHERE id = (SELECT id FROM auth_sessions ORDER BY created_at DESC, id DESC LIMIT 1)",
+    )
+    .execute(app.db())
+    .await
+    .expect("revoke behind the server's back");
+    for instance in both {
+        instance.get("/users/me", Some(&hidden)).await.expect(200, None);
+    }
+
+    // Logout on one instance: the very next request on the other is refused.
+    let (a1, r1) = login(&app).await;
+    ok_everywhere(a1.clone()).await;
+    app.post("/account/logout", Some(&a1), json!({"refreshToken": r1}))
+        .await
+        .expect(200, None);
+    peer.get("/users/me", Some(&a1))
+        .await
+        .expect(401, Some("SessionRevoked"));
+    app.get("/users/me", Some(&a1))
+        .await
+        .expect(401, Some("SessionRevoked"));
+
+    // Logout everywhere, made on the peer.
+    let (a2, _) = login(&app).await;
+    let (a3, _) = login(&peer).await;
+    ok_everywhere(a2.clone()).await;
+    ok_everywhere(a3.clone()).await;
+    peer.call(Method::POST, "/account/logout_all", Some(&a3), None)
+        .await
+        .expect(200, None);
+    for token in [&a2, &a3, &alice.access] {
+        app.get("/users/me", Some(token))
+            .await
+            .expect(401, Some("SessionRevoked"));
+        peer.get("/users/me", Some(token))
+            .await
+            .expect(401, Some("SessionRevoked"));
+    }
+
+    // A password change on one instance ends the sessions cached by the other.
+    let (a4, _) = login(&app).await;
+    ok_everywhere(a4.clone()).await;
+    let changed = peer
+        .post(
+            "/account/change_password",
+            Some(&a4),
+            json!({"oldPassword": PASSWORD, "newPassword": "a brand new secret"}),
+        )
+        .await;
+    changed.expect(200, None);
+    app.get("/users/me", Some(&a4))
+        .await
+        .expect(401, Some("SessionRevoked"));
+    let fresh = changed.body["accessToken"].as_str().unwrap().to_string();
+    ok_everywhere(fresh).await;
+}

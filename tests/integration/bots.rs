@@ -730,3 +730,28 @@ async fn bot_login_is_rate_limited_per_bot() {
     assert!(limited.header("retry-after").is_some());
     bot_login(&app, &other, &other_secret).await;
 }
+
+/// A bot token remembered by every instance's session cache is refused at once on all of them
+/// when the owner regenerates the secret on one.
+#[tokio::test]
+async fn a_regenerated_bot_token_is_refused_at_once_on_every_instance() {
+    let app = TestApp::spawn().await;
+    let peer = app.spawn_peer().await;
+    let owner = app.register("Owner").await;
+    let (bot, secret) = create_bot(&app, &owner, "Cached").await;
+    let token = bot_login(&app, &bot, &secret).await;
+    for instance in [&app, &peer] {
+        for _ in 0..2 {
+            instance.get("/users/me", Some(&token)).await.expect(200, None);
+        }
+    }
+    peer.post(&format!("/bots/{bot}/regenerate-token"), Some(&owner.access), json!({}))
+        .await
+        .expect(200, None);
+    app.get("/users/me", Some(&token))
+        .await
+        .expect(401, Some("SessionRevoked"));
+    peer.get("/users/me", Some(&token))
+        .await
+        .expect(401, Some("SessionRevoked"));
+}
