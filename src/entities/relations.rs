@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::entities::channels::{Channel, LAST_UPDATED};
 use crate::entities::users::{UserCategory, UserExt};
 use crate::error::{Error, ResultExt};
-use crate::functions::ids::{ChannelId, UserId};
+use crate::functions::ids::{ChannelId, SpaceId, UserId};
 
 pub const MAX_ROWS: i64 = 1000;
 pub const MAX_PENDING_OUTGOING: i64 = 100;
@@ -90,6 +90,43 @@ pub async fn list(db: impl PgExecutor<'_>, user: UserId) -> Result<Vec<Relations
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(RelationshipExt::from).collect())
+}
+
+/// A user's spaces and relationship rows (at most [`MAX_ROWS`]) in one round trip: what the
+/// gateway needs to route a newly connected user's events.
+pub async fn spaces_and_rows(db: impl PgExecutor<'_>, user: UserId) -> Result<(Vec<SpaceId>, Vec<Row>), Error> {
+    // Space rows carry only the space id; relationship rows never lack `relation_id`.
+    #[derive(FromRow)]
+    struct Either {
+        id: Uuid,
+        relation_id: Option<UserId>,
+        state: Option<RelationState>,
+        channel_id: Option<ChannelId>,
+    }
+    let rows: Vec<Either> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT space_id AS id, NULL::uuid AS relation_id, NULL::text AS state, NULL::uuid AS channel_id \
+         FROM members WHERE user_id = $1 \
+         UNION ALL (SELECT id, relation_id, state, channel_id FROM relationships \
+                    WHERE user_id = $1 ORDER BY id LIMIT {MAX_ROWS})"
+    )))
+    .bind(user)
+    .fetch_all(db)
+    .await?;
+    let mut spaces = Vec::new();
+    let mut relations = Vec::new();
+    for r in rows {
+        match (r.relation_id, r.state) {
+            (Some(relation_id), Some(state)) => relations.push(Row {
+                id: r.id,
+                user_id: user,
+                relation_id,
+                state,
+                channel_id: r.channel_id,
+            }),
+            _ => spaces.push(SpaceId(r.id)),
+        }
+    }
+    Ok((spaces, relations))
 }
 
 /// `user`'s row about `other`, as the wire model.

@@ -2,10 +2,11 @@
 
 use schemars::JsonSchema;
 use serde::Serialize;
-use sqlx::{FromRow, PgExecutor};
+use sqlx::{FromRow, PgExecutor, Row};
 
+use crate::entities::sessions::SessionState;
 use crate::error::Error;
-use crate::functions::ids::UserId;
+use crate::functions::ids::{SessionId, UserId};
 
 crate::wire_enum!(
     UserCategory {
@@ -82,6 +83,30 @@ pub async fn get_ext(db: impl PgExecutor<'_>, id: UserId) -> Result<Option<UserE
     .fetch_optional(db)
     .await?;
     Ok(row.map(UserExt::from))
+}
+
+/// The state of `user`'s auth session and the user, in one round trip (a socket's
+/// `authenticate`); the user is `None` when it does not exist.
+pub async fn get_ext_with_session(
+    db: impl PgExecutor<'_>,
+    id: UserId,
+    session: SessionId,
+) -> Result<(SessionState, Option<UserExt>), Error> {
+    let row = sqlx::query(
+        "SELECT (SELECT revoked_at IS NOT NULL FROM auth_sessions WHERE id = $2 AND user_id = $1) \
+         AS session_revoked, u.id, u.name, u.avatar, u.description, u.category, h.handle \
+         FROM (SELECT) one LEFT JOIN users u ON u.id = $1 LEFT JOIN handles h ON h.user_id = u.id",
+    )
+    .bind(id)
+    .bind(session)
+    .fetch_one(db)
+    .await?;
+    let state = SessionState::from_revoked(row.try_get("session_revoked")?);
+    let user = match row.try_get::<Option<UserId>, _>("id")? {
+        Some(_) => Some(UserExt::from(UserExtRow::from_row(&row)?)),
+        None => None,
+    };
+    Ok((state, user))
 }
 
 pub async fn insert(db: impl PgExecutor<'_>, id: UserId, name: &str) -> Result<(), Error> {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
@@ -120,6 +120,10 @@ pub struct BusMessage {
     pub payload: Bytes,
 }
 
+/// A synchronous consumer of one topic (see [`Bus::tap`]).
+pub type Tap = Arc<dyn Fn(&[u8]) + Send + Sync>;
+type Taps = Arc<std::sync::RwLock<HashMap<Topic, Tap>>>;
+
 /// What the process-wide stream carries.
 #[derive(Debug, Clone)]
 pub enum Inbound {
@@ -158,6 +162,7 @@ struct Inner {
     /// The subscriber's connection number (1, 2, … per reconnect), 0 while it is not
     /// connected: events published now are received only while it is non-zero.
     connection: Arc<AtomicU64>,
+    taps: Taps,
 }
 
 enum Backend {
@@ -185,6 +190,7 @@ impl Bus {
                 topics: Mutex::new(HashMap::new()),
                 backend: Backend::InProcess,
                 connection: Arc::new(AtomicU64::new(1)),
+                taps: Taps::default(),
             }),
         }
     }
@@ -198,12 +204,17 @@ impl Bus {
         let (inbound, _) = broadcast::channel(INBOUND_CAPACITY);
         let (tx, rx) = mpsc::unbounded_channel();
         let connection = Arc::new(AtomicU64::new(0));
+        let taps = Taps::default();
         tokio::spawn(subscriber_task(
             client,
             first,
             prefix.clone(),
             rx,
-            inbound.clone(),
+            Outlet {
+                inbound: inbound.clone(),
+                taps: taps.clone(),
+                recent: RecentIds::new(RECENT_IDS),
+            },
             connection.clone(),
         ));
         Ok(Bus {
@@ -216,6 +227,7 @@ impl Bus {
                     commands: tx,
                 },
                 connection,
+                taps,
             }),
         })
     }
@@ -258,6 +270,19 @@ impl Bus {
                 let _ = done.await;
             }
         }
+    }
+
+    /// Hands every event of `topic` to `tap`, on the subscriber's task and in order with
+    /// [`barrier`](Self::barrier): an event that Redis sent before a subscription took effect
+    /// has been tapped when that subscription's barrier resolves. Tapped events do not go to
+    /// the [`inbound`](Self::inbound) stream. Returns once the subscription is in effect.
+    pub fn tap(&self, topic: &Topic, tap: Tap) -> impl Future<Output = ()> + Send + 'static {
+        self.inner
+            .taps
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.clone(), tap);
+        self.subscribe_now(topic)
     }
 
     /// Drops one subscription; the last one unsubscribes the process (returns once done).
@@ -337,7 +362,16 @@ impl Bus {
         metrics::counter!("alterego_events_published_total").increment(1);
         match &self.inner.backend {
             Backend::InProcess => {
-                if self.is_subscribed(topic) {
+                let tap = self
+                    .inner
+                    .taps
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(topic)
+                    .cloned();
+                if let Some(tap) = tap {
+                    tap(&payload);
+                } else if self.is_subscribed(topic) {
                     let _ = self.inner.inbound.send(Inbound::Message(BusMessage {
                         topic: topic.clone(),
                         payload,
@@ -424,6 +458,32 @@ impl RecentIds {
     }
 }
 
+/// Where the subscriber's messages go: taps, else the process-wide stream (once per event id).
+struct Outlet {
+    inbound: broadcast::Sender<Inbound>,
+    taps: Taps,
+    recent: RecentIds,
+}
+
+impl Outlet {
+    fn deliver(&mut self, topic: &Topic, payload: &[u8]) {
+        if !self.recent.first_time(payload) {
+            return;
+        }
+        let tap = self.taps.read().unwrap_or_else(|p| p.into_inner()).get(topic).cloned();
+        match tap {
+            Some(tap) => tap(payload),
+            None => {
+                let payload = Bytes::copy_from_slice(payload);
+                let _ = self.inbound.send(Inbound::Message(BusMessage {
+                    topic: topic.clone(),
+                    payload,
+                }));
+            }
+        }
+    }
+}
+
 /// Owns the one subscriber connection: applies (un)subscriptions, forwards messages, and on a
 /// lost connection reconnects, re-subscribes everything and then tells consumers to resync
 /// (spec §8.4: events published during the gap are lost; from the resync on, none are).
@@ -432,7 +492,7 @@ async fn subscriber_task(
     first: redis::aio::PubSub,
     prefix: String,
     mut commands: mpsc::UnboundedReceiver<SubCommand>,
-    inbound: broadcast::Sender<Inbound>,
+    mut outlet: Outlet,
     connection: Arc<AtomicU64>,
 ) {
     let channel_prefix = format!("{prefix}:");
@@ -441,7 +501,6 @@ async fn subscriber_task(
     let mut backoff = Duration::from_millis(100);
     let mut lost = false;
     let mut connections = 0;
-    let mut recent = RecentIds::new(RECENT_IDS);
     loop {
         let pubsub = match conn.take() {
             Some(c) => c,
@@ -470,7 +529,7 @@ async fn subscriber_task(
             connection.store(connections, Ordering::Release);
             if lost {
                 tracing::info!(topics = wanted.len(), "bus subscriber reconnected; consumers resync");
-                let _ = inbound.send(Inbound::Resync);
+                let _ = outlet.inbound.send(Inbound::Resync);
             }
         }
         while healthy {
@@ -511,6 +570,16 @@ async fn subscriber_task(
                     if !batch.is_empty() {
                         healthy &= sink.subscribe(&batch).await.is_ok();
                     }
+                    // Messages Redis sent before its answers are delivered before the acks.
+                    while let Some(next) = stream.next().now_or_never() {
+                        let Some(msg) = next else {
+                            healthy = false;
+                            break;
+                        };
+                        if let Some(topic) = wanted.get(msg.get_channel_name()) {
+                            outlet.deliver(topic, msg.get_payload_bytes());
+                        }
+                    }
                     // A failed command is applied again by the re-subscription after reconnect.
                     for ack in acks {
                         let _ = ack.send(());
@@ -518,12 +587,9 @@ async fn subscriber_task(
                 }
                 msg = stream.next() => {
                     let Some(msg) = msg else { break };
-                    let Some(topic) = wanted.get(msg.get_channel_name()) else { continue };
-                    if !recent.first_time(msg.get_payload_bytes()) {
-                        continue;
+                    if let Some(topic) = wanted.get(msg.get_channel_name()) {
+                        outlet.deliver(topic, msg.get_payload_bytes());
                     }
-                    let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
-                    let _ = inbound.send(Inbound::Message(BusMessage { topic: topic.clone(), payload }));
                 }
             }
         }

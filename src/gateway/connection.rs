@@ -16,7 +16,6 @@ use uuid::Uuid;
 use super::Gateway;
 use super::protocol::{self, Command, InvalidSessionPayload, KnownOp};
 use super::session::{Close, Conn};
-use crate::error::ErrorCode;
 use crate::functions::ids::UserId;
 use crate::services::auth::Auth;
 
@@ -115,13 +114,10 @@ fn stop_for(error: axum::Error) -> Stop {
 
 /// A token that fails verification closes with 4004; a server error with 4000.
 async fn verify(gateway: &Gateway, token: &str) -> Result<Auth, Stop> {
-    gateway.verify(token).await.map_err(|e| {
-        Stop::Close(if e.code() == ErrorCode::InternalError {
-            Close::UNKNOWN
-        } else {
-            Close::AUTH_FAILED
-        })
-    })
+    gateway
+        .verify(token)
+        .await
+        .map_err(|e| Stop::Close(super::close_for(e)))
 }
 
 /// `AWAIT_AUTH` (spec §7.3): returns the session and its user.
@@ -132,9 +128,7 @@ async fn establish(
     token: Option<String>,
 ) -> Result<(Uuid, UserId), Stop> {
     if let Some(token) = token {
-        let auth = verify(gateway, &token).await?;
-        let sid = gateway.authenticate(auth, conn).await.map_err(Stop::Close)?;
-        return Ok((sid, auth.user_id));
+        return gateway.authenticate(&token, conn).await.map_err(Stop::Close);
     }
     let mut deadline = Instant::now() + gateway.config().ws_auth_timeout;
     loop {
@@ -153,9 +147,7 @@ async fn establish(
         match protocol::decode(text.as_str()) {
             Err(_) => return Err(Stop::Close(Close::DECODE)),
             Ok(Command::Authenticate { token }) => {
-                let auth = verify(gateway, &token).await?;
-                let sid = gateway.authenticate(auth, conn).await.map_err(Stop::Close)?;
-                return Ok((sid, auth.user_id));
+                return gateway.authenticate(&token, conn).await.map_err(Stop::Close);
             }
             Ok(Command::Resume { token, session_id, seq }) => {
                 let auth = verify(gateway, &token).await?;

@@ -37,12 +37,13 @@ use self::session::{Close, Conn, Item, Session};
 use self::shared::{Entry, Shared};
 use crate::config::Config;
 use crate::entities::sessions::{self, SessionState};
-use crate::error::Error;
+use crate::entities::users::{self, UserExt};
+use crate::error::{Error, ErrorCode};
 use crate::events::{self, Conversation};
 use crate::functions::bus::{Bus, Inbound, Topic};
 use crate::functions::ids::{ChannelId, SessionId, UserId};
 use crate::functions::jwt::JwtKeys;
-use crate::services::auth::Auth;
+use crate::services::auth::{Auth, Grant, PendingAuth};
 use crate::services::session_cache::SessionCache;
 
 /// The socket buffers (DESIGN.md "WebSocket memory"): commands are a few hundred bytes; a larger
@@ -194,14 +195,14 @@ impl Gateway {
         self.inner.open.load(Ordering::SeqCst)
     }
 
-    /// `authenticate` (spec §7.3): creates a session attached to `conn`, with `ready` queued
-    /// first; returns once every subscription is in effect and the user's state is loaded.
-    pub async fn authenticate(&self, auth: Auth, conn: &Arc<Conn>) -> Result<Uuid, Close> {
+    /// `authenticate` (spec §7.3): verifies `token`, creates a session attached to `conn`, with
+    /// `ready` queued first; returns once every subscription is in effect and the user's state
+    /// is loaded. Costs one query for the session and the user (none for the session when the
+    /// cache knows it) plus, for a user not yet connected here, one for its spaces and relations.
+    pub async fn authenticate(&self, token: &str, conn: &Arc<Conn>) -> Result<(Uuid, UserId), Close> {
         let inner = &self.inner;
-        let user = crate::entities::users::get_ext(&inner.db, auth.user_id)
-            .await
-            .map_err(|_| Close::UNKNOWN)?
-            .ok_or(Close::AUTH_FAILED)?;
+        let pending = PendingAuth::verify(&inner.jwt, token).map_err(close_for)?;
+        let (auth, user) = self.caller(pending).await?;
         let sid = Uuid::now_v7();
         let ready = protocol::control(
             "ready",
@@ -223,12 +224,34 @@ impl Gateway {
             inner.with_hub(|hub, fx| hub.destroy_session(fx, sid, true));
             return Err(Close::UNKNOWN);
         }
-        // A revocation published before the session topic was subscribed was missed: check.
-        if !auth.is_live(&inner.db).await {
+        // A revocation published before the session topic was subscribed was missed by the
+        // topic, but not by the session cache (`Bus::tap`): a cached session is still live.
+        if !inner.sessions.is_live(auth.user_id, auth.grant) && !auth.is_live(&inner.db).await {
             inner.with_hub(|hub, fx| hub.destroy_session(fx, sid, true));
             return Err(Close::AUTH_FAILED);
         }
-        Ok(sid)
+        Ok((sid, auth.user_id))
+    }
+
+    /// The verified caller and its user: one query for both when the session is not cached.
+    async fn caller(&self, pending: PendingAuth) -> Result<(Auth, UserExt), Close> {
+        let (db, cache) = (&self.inner.db, &self.inner.sessions);
+        let (auth, user) = match pending.session_id() {
+            Some(session) if !cache.is_live(pending.user_id, pending.grant) => {
+                let ticket = cache.ticket();
+                let (state, user) = users::get_ext_with_session(db, pending.user_id, session)
+                    .await
+                    .map_err(close_for)?;
+                let auth = pending.resolve(state).map_err(close_for)?;
+                cache.remember(ticket, &auth);
+                (auth, user)
+            }
+            _ => {
+                let auth = pending.check_cached(db, cache).await.map_err(close_for)?;
+                (auth, users::get_ext(db, auth.user_id).await.map_err(close_for)?)
+            }
+        };
+        Ok((auth, user.ok_or(Close::AUTH_FAILED)?))
     }
 
     /// Waits (at most `LOAD_TIMEOUT`) until a new session's subscriptions are in effect and its
@@ -249,6 +272,9 @@ impl Gateway {
     /// user id) that the bot still exists — a regeneration already closed its older sessions,
     /// and the resuming token was checked against the current generation.
     async fn auth_session_live(&self, user: UserId, auth: SessionId) -> bool {
+        if self.inner.sessions.is_live(user, Grant::Session(auth)) {
+            return true;
+        }
         if auth.0 == user.0 {
             return matches!(
                 crate::entities::bots::credential(&self.inner.db, user).await,
@@ -563,5 +589,14 @@ async fn registry_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedRec
             RegistryCmd::Remove(sid) => inner.shared.remove(sid).await,
             RegistryCmd::Refresh(sids) => inner.shared.refresh(&sids).await,
         }
+    }
+}
+
+/// A token that fails verification closes with 4004; a server error with 4000.
+pub(crate) fn close_for(e: Error) -> Close {
+    if e.code() == ErrorCode::InternalError {
+        Close::UNKNOWN
+    } else {
+        Close::AUTH_FAILED
     }
 }

@@ -109,11 +109,7 @@ async fn load_user(inner: Arc<Inner>, user: UserId, generation: u64, subscribed:
     let db = inner.db.clone();
     let loaded = with_retries(|| {
         let db = db.clone();
-        async move {
-            let spaces = crate::entities::members::of_user(&db, user).await?;
-            let relations = crate::entities::relations::list(&db, user).await?;
-            Ok((spaces, relations))
-        }
+        async move { crate::entities::relations::spaces_and_rows(&db, user).await }
     })
     .await;
     let loaded: Option<UserState> = match loaded {

@@ -39,14 +39,7 @@ impl Auth {
     /// Verifies a token completely: signature and claims, then the session or bot generation
     /// (from the session cache when it knows the grant is live).
     pub async fn verify(jwt: &JwtKeys, db: &PgPool, cache: &SessionCache, token: &str) -> Result<Auth, Error> {
-        let pending = PendingAuth::verify(jwt, token)?;
-        if cache.is_live(pending.user_id, pending.grant) {
-            return pending.resolve(SessionState::Live);
-        }
-        let ticket = cache.ticket();
-        let auth = pending.check(db).await?;
-        cache.remember(ticket, &auth);
-        Ok(auth)
+        PendingAuth::verify(jwt, token)?.check_cached(db, cache).await
     }
 
     /// The auth session of a user token; `None` for bots.
@@ -120,6 +113,17 @@ impl PendingAuth {
     /// Reads the grant's state on its own.
     pub async fn check(self, db: impl PgExecutor<'_>) -> Result<Auth, Error> {
         self.resolve(grant_state(db, self.user_id, self.grant).await?)
+    }
+
+    /// Reads the grant's state unless `cache` knows it is live.
+    pub async fn check_cached(self, db: impl PgExecutor<'_>, cache: &SessionCache) -> Result<Auth, Error> {
+        if cache.is_live(self.user_id, self.grant) {
+            return self.resolve(SessionState::Live);
+        }
+        let ticket = cache.ticket();
+        let auth = self.check(db).await?;
+        cache.remember(ticket, &auth);
+        Ok(auth)
     }
 
     /// The caller, given the grant's state read along with other data.

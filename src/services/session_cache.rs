@@ -2,11 +2,16 @@
 //!
 //! A cached session is only as good as the news of its revocation: every revocation is
 //! forgotten here at once by the instance that makes it and published on the `revocations`
-//! topic, which every instance subscribes to at start. While this process's bus subscriber is
-//! not connected (or before its subscription is in effect) the cache is bypassed; when the
-//! subscriber reconnects or this consumer lags, everything is flushed. A short TTL bounds what
-//! a lost message could cost. A check that started before a revocation was forgotten never
-//! stores its (possibly stale) answer: see [`Ticket`].
+//! topic, which every instance taps at start (`Bus::tap`: applied on the bus's own task, before
+//! any later subscription is acknowledged). While this process's bus subscriber is not
+//! connected (or before the tap is in effect) the cache is bypassed; after a reconnect it
+//! starts empty. A short TTL bounds what a lost message could cost. A check that started
+//! before a revocation was forgotten never stores its (possibly stale) answer: see [`Ticket`].
+//!
+//! Because the tap runs before a subscription's barrier resolves, a socket that subscribed to
+//! its session's topic may ask the cache instead of the database whether the session is still
+//! live: a revocation published before the subscription has been forgotten by then, one
+//! published after reaches the socket.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,9 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::error::RecvError;
 
-use crate::functions::bus::{Bus, Inbound, Topic};
+use crate::functions::bus::{Bus, Topic};
 use crate::functions::ids::{SessionId, UserId};
 use crate::services::auth::{Auth, Grant};
 
@@ -70,7 +74,7 @@ struct Entry {
 pub struct Ticket(u64);
 
 impl SessionCache {
-    /// A cache fed by `bus`; a zero `ttl` disables it. Spawns the consumer of revocations.
+    /// A cache fed by `bus`; a zero `ttl` disables it. Taps the `revocations` topic.
     pub fn start(bus: Bus, ttl: Duration) -> Self {
         let cache = SessionCache {
             inner: Arc::new(Inner {
@@ -81,7 +85,22 @@ impl SessionCache {
             }),
         };
         if !ttl.is_zero() {
-            tokio::spawn(consume(Arc::downgrade(&cache.inner)));
+            let weak = Arc::downgrade(&cache.inner);
+            let subscribed = cache.inner.bus.tap(
+                &Topic::revocations(),
+                Arc::new(move |payload: &[u8]| {
+                    if let Some(inner) = weak.upgrade() {
+                        SessionCache { inner }.apply(payload);
+                    }
+                }),
+            );
+            let weak = Arc::downgrade(&cache.inner);
+            tokio::spawn(async move {
+                subscribed.await;
+                if let Some(inner) = weak.upgrade() {
+                    inner.listening.store(true, Ordering::Release);
+                }
+            });
         }
         cache
     }
@@ -157,10 +176,17 @@ impl SessionCache {
         }
     }
 
-    fn flush(&self) {
-        let mut state = self.state();
-        state.generation += 1;
-        state.entries.clear();
+    /// A `revocations` message from the bus.
+    fn apply(&self, payload: &[u8]) {
+        match serde_json::from_slice::<Envelope>(payload) {
+            Ok(envelope) => self.forget(&envelope.data.keys),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable revocations message; session cache flushed");
+                let mut state = self.state();
+                state.generation += 1;
+                state.entries.clear();
+            }
+        }
     }
 
     /// Forgets `keys` here and tells every other instance to.
@@ -182,37 +208,6 @@ fn key_of(user: UserId, grant: Grant) -> SessionId {
     match grant {
         Grant::Session(s) => s,
         Grant::Bot { .. } => SessionId(user.0),
-    }
-}
-
-async fn consume(inner: std::sync::Weak<Inner>) {
-    let (bus, mut inbound) = match inner.upgrade() {
-        Some(i) => (i.bus.clone(), i.bus.inbound()),
-        None => return,
-    };
-    let topic = Topic::revocations();
-    bus.subscribe(&topic).await;
-    match inner.upgrade() {
-        Some(i) => i.listening.store(true, Ordering::Release),
-        None => return,
-    }
-    loop {
-        let received = inbound.recv().await;
-        let Some(inner) = inner.upgrade() else { return };
-        let cache = SessionCache { inner };
-        match received {
-            Ok(Inbound::Message(m)) if m.topic == topic => match serde_json::from_slice::<Envelope>(&m.payload) {
-                Ok(envelope) => cache.forget(&envelope.data.keys),
-                Err(e) => {
-                    tracing::warn!(error = %e, "unreadable revocations message; session cache flushed");
-                    cache.flush();
-                }
-            },
-            Ok(Inbound::Message(_)) => {}
-            // Events may have been missed: what is remembered can no longer be trusted.
-            Ok(Inbound::Resync) | Err(RecvError::Lagged(_)) => cache.flush(),
-            Err(RecvError::Closed) => return,
-        }
     }
 }
 

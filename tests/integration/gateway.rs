@@ -1245,3 +1245,27 @@ async fn the_api_document_describes_the_websocket() {
         }
     }
 }
+
+/// A socket's `authenticate` costs at most two queries on an instance that has never seen the
+/// user: one for the session and the user, one for the user's spaces and relations. A second
+/// socket of the same user costs one (the session is cached, the user's state is loaded).
+#[tokio::test]
+async fn a_connect_costs_at_most_two_queries() {
+    let logs = crate::common::logs::Logs::capture_queries();
+    let app = TestApp::spawn().await;
+    let alice = app.register("Alice").await;
+    let bob = app.register("Bob").await;
+    space(&app, &alice, &[&bob]).await;
+    befriend(&app, &alice, &bob).await;
+    let peer = app.spawn_peer().await;
+    // Alice's connect also loads the space's view on this instance (once per space).
+    let _a = peer.ws_auth(&alice).await;
+    logs.take_queries();
+
+    let _b1 = peer.ws_auth(&bob).await;
+    let cold = logs.take_queries();
+    assert_eq!(cold.len(), 2, "first connect: {cold:#?}");
+    let _b2 = peer.ws_auth(&bob).await;
+    let warm = logs.take_queries();
+    assert_eq!(warm.len(), 1, "second connect: {warm:#?}");
+}

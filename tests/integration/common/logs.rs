@@ -54,6 +54,32 @@ impl Logs {
         }
     }
 
+    /// Captures only the SQL statements this thread's server runs (sqlx's `sqlx::query`
+    /// events), one line each.
+    pub fn capture_queries() -> Logs {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(buffer.clone())
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("sqlx::query=trace"))
+            .finish();
+        Logs {
+            buffer,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    /// Takes the statements captured so far (see [`Logs::capture_queries`]).
+    pub fn take_queries(&self) -> Vec<String> {
+        let mut buffer = self.buffer.0.lock().unwrap_or_else(|p| p.into_inner());
+        let text = String::from_utf8_lossy(&buffer).into_owned();
+        buffer.clear();
+        text.lines()
+            .filter(|l| l.contains("sqlx::query"))
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.buffer.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
     }
