@@ -71,8 +71,9 @@ async fn list(
     Path(p): Path<ChannelPath>,
     Query(q): Query<MessageListQuery>,
 ) -> Result<axum::Json<Vec<MessageExt>>> {
-    access::channel(&state.db, p.space_id, p.channel_id, auth.user_id).await?;
+    // One connection for the whole request: each release costs sqlx a round trip.
     let mut conn = state.db.acquire().await?;
+    access::channel(&mut *conn, p.space_id, p.channel_id, auth.user_id).await?;
     let (page, limit) = page(&mut conn, p.channel_id, &q).await?;
     Ok(axum::Json(messages::list(&mut conn, p.channel_id, page, limit).await?))
 }
@@ -84,8 +85,8 @@ async fn search(
     Query(q): Query<SearchQuery>,
 ) -> Result<axum::Json<Vec<MessageExt>>> {
     let (text, limit) = search_params(&q)?;
-    access::channel(&state.db, p.space_id, p.channel_id, auth.user_id).await?;
     let mut conn = state.db.acquire().await?;
+    access::channel(&mut *conn, p.space_id, p.channel_id, auth.user_id).await?;
     Ok(axum::Json(
         messages::search(&mut conn, p.channel_id, &text, q.before, limit).await?,
     ))
@@ -150,8 +151,8 @@ async fn create(
 }
 
 async fn get(State(state): State<AppState>, auth: Auth, Path(p): Path<MessagePath>) -> Result<axum::Json<MessageExt>> {
-    access::channel(&state.db, p.space_id, p.channel_id, auth.user_id).await?;
     let mut conn = state.db.acquire().await?;
+    access::channel(&mut *conn, p.space_id, p.channel_id, auth.user_id).await?;
     Ok(axum::Json(
         messages::get(&mut conn, p.channel_id, p.message_id)
             .await?
