@@ -73,6 +73,8 @@ pub struct Config {
     pub refresh_reuse_grace: Duration,
     /// How long a live auth session is remembered per process (`SESSION_CACHE_TTL`, 0: never).
     pub session_cache_ttl: Duration,
+    /// Most message rows written by one group-commit statement (`SEND_BATCH_MAX`, 1: off).
+    pub send_batch_max: usize,
     pub bcrypt_cost: u32,
     pub registration_enabled: bool,
     pub trusted_proxies: Vec<IpNet>,
@@ -308,6 +310,7 @@ impl Config {
             refresh_token_ttl: r.secs("REFRESH_TOKEN_TTL", 2_592_000)?,
             refresh_reuse_grace: r.secs("REFRESH_REUSE_GRACE", 30)?,
             session_cache_ttl: r.secs("SESSION_CACHE_TTL", 30)?,
+            send_batch_max: r.num("SEND_BATCH_MAX", 64usize)?.max(1),
             bcrypt_cost,
             registration_enabled: r.bool("REGISTRATION_ENABLED", true)?,
             trusted_proxies,

@@ -20,7 +20,9 @@ use crate::functions::rate_limit::RateLimiter;
 use crate::functions::verification::{NetworkProbe, SharedProbe};
 use crate::functions::webpush::VapidKeys;
 use crate::gateway::Gateway;
+use crate::services::messages::Outlets;
 use crate::services::push::Pusher;
+use crate::services::send_batch::SendBatcher;
 use crate::services::session_cache::SessionCache;
 
 #[derive(Clone)]
@@ -35,6 +37,8 @@ pub struct AppState {
     pub jwt: Arc<JwtKeys>,
     /// Live auth sessions this process has checked (see `services::session_cache`).
     pub sessions: SessionCache,
+    /// The group-commit writers of message sends (`services::send_batch`).
+    pub send_batch: SendBatcher,
     pub hasher: Hasher,
     pub mailer: Arc<Mailer>,
     /// Media objects: the configured backend (local disk or S3).
@@ -125,6 +129,7 @@ impl AppState {
         Ok(AppState {
             jwt,
             sessions,
+            send_batch: SendBatcher::start(db.clone(), config.send_batch_max),
             hasher: Hasher::new(config.bcrypt_cost)?,
             metrics: crate::middlewares::metrics::recorder(),
             config,
@@ -142,6 +147,16 @@ impl AppState {
             domain_probe: Arc::new(NetworkProbe::new()),
             draining: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// What a message send reaches besides its row (`services::messages::send`).
+    pub fn outlets(&self) -> Outlets<'_> {
+        Outlets {
+            bus: &self.bus,
+            store: &self.media,
+            push: self.push.as_ref(),
+            batch: &self.send_batch,
+        }
     }
 
     /// Marks the instance as draining: `/readyz` answers 503 from now on (spec §8.6).

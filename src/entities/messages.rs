@@ -246,35 +246,66 @@ pub async fn search(
     Ok(rows.into_iter().map(MessageRow::into_ext).collect())
 }
 
+/// A message to store: validated, with its UUIDv7 id and the time within it.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: Uuid,
+    pub channel: ChannelId,
+    pub author: UserId,
+    pub at: Timestamp,
+    pub content: String,
+}
+
+/// The stored rows, with their authors' profiles (no attachments yet).
+const RETURN_STORED: &str = "RETURNING id, channel_id, author_id, timestamp, edited_timestamp, content) \
+     SELECT m.id, m.channel_id, m.author_id, m.timestamp, m.edited_timestamp, m.content, \
+            u.name, u.avatar, u.description, u.category FROM m LEFT JOIN users u ON u.id = m.author_id";
+
+/// The channel (or the author) was deleted after the caller's access was checked.
+const VANISHED: &[crate::error::ConstraintError] = &[
+    ("messages_channel_id_fkey", Error::not_found),
+    ("messages_author_id_fkey", Error::not_found),
+];
+
 /// A new message row (its attachments are inserted with [`insert_attachment`]), returned as the
 /// same statement stored it, with its author's profile and no attachments.
-pub async fn insert(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    channel: ChannelId,
-    author: UserId,
-    at: Timestamp,
-    content: &str,
-) -> Result<MessageExt, Error> {
-    let row: MessageRow = sqlx::query_as(
-        "WITH m AS (INSERT INTO messages (id, channel_id, author_id, timestamp, content) VALUES ($1, $2, $3, $4, $5) \
-         RETURNING id, channel_id, author_id, timestamp, edited_timestamp, content) \
-         SELECT m.id, m.channel_id, m.author_id, m.timestamp, m.edited_timestamp, m.content, \
-                u.name, u.avatar, u.description, u.category FROM m LEFT JOIN users u ON u.id = m.author_id",
-    )
-    .bind(id)
-    .bind(channel)
-    .bind(author)
-    .bind(at)
-    .bind(content)
+pub async fn insert(db: impl PgExecutor<'_>, m: &NewMessage) -> Result<MessageExt, Error> {
+    let row: MessageRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH m AS (INSERT INTO messages (id, channel_id, author_id, timestamp, content) \
+         VALUES ($1, $2, $3, $4, $5) {RETURN_STORED}"
+    )))
+    .bind(m.id)
+    .bind(m.channel)
+    .bind(m.author)
+    .bind(m.at)
+    .bind(&m.content)
     .fetch_one(db)
     .await
-    // The channel (or the author) was deleted after the caller's access was checked.
-    .on_constraints(&[
-        ("messages_channel_id_fkey", Error::not_found),
-        ("messages_author_id_fkey", Error::not_found),
-    ])?;
+    .on_constraints(VANISHED)?;
     Ok(row.into_ext())
+}
+
+/// Several new message rows in one statement (all or none), returned as stored, in any order.
+pub async fn insert_many(db: impl PgExecutor<'_>, rows: &[NewMessage]) -> Result<Vec<MessageExt>, Error> {
+    let ids: Vec<Uuid> = rows.iter().map(|m| m.id).collect();
+    let channels: Vec<Uuid> = rows.iter().map(|m| m.channel.0).collect();
+    let authors: Vec<Uuid> = rows.iter().map(|m| m.author.0).collect();
+    let times: Vec<chrono::DateTime<chrono::Utc>> = rows.iter().map(|m| m.at.0).collect();
+    let contents: Vec<&str> = rows.iter().map(|m| m.content.as_str()).collect();
+    let stored: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH m AS (INSERT INTO messages (id, channel_id, author_id, timestamp, content) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[]) \
+         {RETURN_STORED}"
+    )))
+    .bind(ids)
+    .bind(channels)
+    .bind(authors)
+    .bind(times)
+    .bind(contents)
+    .fetch_all(db)
+    .await
+    .on_constraints(VANISHED)?;
+    Ok(stored.into_iter().map(MessageRow::into_ext).collect())
 }
 
 pub async fn insert_attachment(db: impl PgExecutor<'_>, a: &MessageAttachment) -> Result<(), Error> {

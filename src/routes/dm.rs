@@ -110,9 +110,7 @@ async fn create(
     let audience = participant(&state, p.channel_id, auth.user_id).await?;
     Ok(axum::Json(
         service::send(
-            &state.bus,
-            &state.media,
-            state.push.as_ref(),
+            state.outlets(),
             state.db.acquire().await?,
             auth.user_id,
             p.channel_id,

@@ -136,9 +136,7 @@ async fn create(
         ));
     }
     let message = service::send(
-        &state.bus,
-        &state.media,
-        state.push.as_ref(),
+        state.outlets(),
         conn,
         auth.user_id,
         p.channel_id,

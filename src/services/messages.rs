@@ -2,6 +2,7 @@
 //! §4.10), and the paging and search parameters both use.
 
 use crate::services::push::Pusher;
+use crate::services::send_batch::SendBatcher;
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use uuid::Uuid;
@@ -10,7 +11,7 @@ use crate::entities::idempotency::{self, Claim};
 use crate::entities::media;
 use crate::entities::messages::{
     self, ATTACHMENTS_MAX, CONTENT_MAX, MessageAttachment, MessageAttachmentInput, MessageExt, MessageKey,
-    MessageListQuery, MessageSendPayload, Page, SearchQuery,
+    MessageListQuery, MessageSendPayload, NewMessage, Page, SearchQuery,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Conversation, Event, Outbox};
@@ -84,16 +85,21 @@ pub fn sanitize_filename(raw: &str) -> String {
         .to_string()
 }
 
-/// Sends a message: validation, idempotency, one statement (or, with attachments or an
-/// idempotency key, one transaction) for the message, then `messages.onCreate` to the audience.
-/// Everything runs on `conn`, the connection the caller's access check used: each pool release
-/// costs a round trip (sqlx pings a released connection), and a second acquire while holding
-/// one could wait on a pool that every request holds half of.
-#[allow(clippy::too_many_arguments)]
+/// Where a sent message goes besides the database: the bus, the media store (attachments),
+/// Web Push, and the group-commit writers.
+pub struct Outlets<'a> {
+    pub bus: &'a Bus,
+    pub store: &'a MediaStore,
+    pub push: Option<&'a Pusher>,
+    pub batch: &'a SendBatcher,
+}
+
+/// Sends a message: validation, idempotency, then the row — a plain message through the
+/// group-commit writers (`services::send_batch`), one with attachments or an idempotency key
+/// in one transaction on `conn`, the connection the caller's access check used (each pool
+/// release costs a round trip: sqlx pings a released connection) — then `messages.onCreate`.
 pub async fn send(
-    bus: &Bus,
-    store: &MediaStore,
-    push: Option<&Pusher>,
+    out: Outlets<'_>,
     mut conn: PoolConnection<Postgres>,
     author: UserId,
     channel: ChannelId,
@@ -125,7 +131,21 @@ pub async fn send(
             }
         }
     }
-    let result = insert_message(store, &mut conn, author, channel, payload, key, operation).await;
+    let id = Uuid::now_v7();
+    let message = NewMessage {
+        id,
+        channel,
+        author,
+        at: messages::id_timestamp(id).unwrap_or_else(Timestamp::now),
+        content: payload.content.clone(),
+    };
+    if payload.attachments.is_empty() && key.is_none() {
+        // Released before waiting for the batch: a writer needs a connection of its own.
+        drop(conn);
+        let message = out.batch.insert(message).await?;
+        return Ok(published(&out, conversation, message).await);
+    }
+    let result = insert_message(out.store, &mut conn, message, payload, key, operation).await;
     let message = match result {
         Ok(message) => message,
         Err(e) => {
@@ -137,30 +157,30 @@ pub async fn send(
     };
     // Committed: the connection goes back before the event is published.
     drop(conn);
-    Event::MessageCreated(conversation, &message).publish(bus).await;
-    if let Some(push) = push {
-        push.message_created(conversation, &message);
-    }
-    Ok(message)
+    Ok(published(&out, conversation, message).await)
 }
 
+/// `messages.onCreate` to the audience and Web Push, after the commit.
+async fn published(out: &Outlets<'_>, conversation: Conversation, message: MessageExt) -> MessageExt {
+    Event::MessageCreated(conversation, &message).publish(out.bus).await;
+    if let Some(push) = out.push {
+        push.message_created(conversation, &message);
+    }
+    message
+}
+
+/// A message with attachments or an idempotency key: one transaction.
 async fn insert_message(
     store: &MediaStore,
     conn: &mut PgConnection,
-    author: UserId,
-    channel: ChannelId,
+    new: NewMessage,
     payload: &MessageSendPayload,
     key: Option<&str>,
     operation: &str,
 ) -> Result<MessageExt> {
-    let id = Uuid::now_v7();
-    let at = messages::id_timestamp(id).unwrap_or_else(Timestamp::now);
-    if payload.attachments.is_empty() && key.is_none() {
-        // A single statement is atomic: no explicit transaction.
-        return messages::insert(&mut *conn, id, channel, author, at, &payload.content).await;
-    }
+    let (id, author) = (new.id, new.author);
     let mut tx = conn.begin().await?;
-    let mut message = messages::insert(&mut *tx, id, channel, author, at, &payload.content).await?;
+    let mut message = messages::insert(&mut *tx, &new).await?;
     for (i, input) in payload.attachments.iter().enumerate() {
         let attachment = resolve_attachment(store, &mut tx, id, i, input).await?;
         messages::insert_attachment(&mut *tx, &attachment).await?;

@@ -9,4 +9,5 @@ pub mod members;
 pub mod messages;
 pub mod profiles;
 pub mod push;
+pub mod send_batch;
 pub mod session_cache;

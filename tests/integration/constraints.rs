@@ -22,15 +22,67 @@ async fn a_message_to_a_vanished_channel_is_404() {
     // (`messages_channel_id_fkey`).
     let err = messages::insert(
         app.db(),
-        uuid::Uuid::now_v7(),
-        ChannelId(uuid::Uuid::now_v7()),
-        UserId(uuid(&alice.id)),
-        Timestamp::now(),
-        "hi",
+        &new_message(ChannelId(uuid::Uuid::now_v7()), UserId(uuid(&alice.id)), "hi"),
     )
     .await
     .unwrap_err();
     assert_eq!(err.code(), ErrorCode::NotFound);
+}
+
+fn new_message(channel: ChannelId, author: UserId, content: &str) -> messages::NewMessage {
+    messages::NewMessage {
+        id: uuid::Uuid::now_v7(),
+        channel,
+        author,
+        at: Timestamp::now(),
+        content: content.to_string(),
+    }
+}
+
+/// Group commit (`services::send_batch`): a batch whose statement fails because one row's
+/// channel vanished is written row by row — every other row is stored and answered, the bad one
+/// alone gets 404; a clean batch is one statement whose rows come back in order.
+#[tokio::test]
+async fn a_send_batch_with_one_failing_row_fails_alone() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("Alice").await;
+    let (_, general) = crate::common::fixtures::space(&app, &alice, &[]).await;
+    let (channel, author) = (ChannelId(uuid(&general)), UserId(uuid(&alice.id)));
+    let batcher = &app.state.send_batch;
+
+    let clean: Vec<_> = (0..5)
+        .map(|i| new_message(channel, author, &format!("clean {i}")))
+        .collect();
+    let results = batcher.insert_all(&clean).await;
+    let stored: Vec<_> = results.into_iter().map(|r| r.expect("stored")).collect();
+    assert_eq!(
+        stored.iter().map(|m| (m.id, m.content.as_str())).collect::<Vec<_>>(),
+        clean.iter().map(|m| (m.id, m.content.as_str())).collect::<Vec<_>>()
+    );
+    assert!(
+        stored
+            .iter()
+            .all(|m| m.author.as_ref().is_some_and(|u| u.name == "Alice"))
+    );
+
+    let mut mixed: Vec<_> = (0..6)
+        .map(|i| new_message(channel, author, &format!("mixed {i}")))
+        .collect();
+    mixed[3] = new_message(ChannelId(uuid::Uuid::now_v7()), author, "to nowhere");
+    let results = batcher.insert_all(&mixed).await;
+    for (i, result) in results.iter().enumerate() {
+        match (i, result) {
+            (3, Err(e)) => assert_eq!(e.code(), ErrorCode::NotFound),
+            (3, Ok(_)) => panic!("the row to a vanished channel was stored"),
+            (_, r) => assert_eq!(r.as_ref().expect("stored").id, mixed[i].id),
+        }
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE channel_id = $1")
+        .bind(channel)
+        .fetch_one(app.db())
+        .await
+        .unwrap();
+    assert_eq!(count, 5 + 5);
 }
 
 #[tokio::test]

@@ -36,10 +36,12 @@ async fn send(app: &TestApp, user: &TestUser, sid: &str, cid: &str, text: &str) 
         attachments: Vec::new(),
     };
     let conn = app.state.db.acquire().await.expect("pool");
+    let outlets = alterego::services::messages::Outlets {
+        push: None,
+        ..app.state.outlets()
+    };
     let m = alterego::services::messages::send(
-        &app.state.bus,
-        &app.state.media,
-        None,
+        outlets,
         conn,
         UserId(uuid(&user.id)),
         ChannelId(uuid(cid)),
