@@ -151,6 +151,19 @@ pub(super) enum WireReplay {
     Resync,
 }
 
+impl From<Replay> for WireReplay {
+    fn from(entry: Replay) -> Self {
+        match entry {
+            Replay::Event { seq, event, .. } => WireReplay::Event {
+                seq,
+                id: event.id,
+                body: event.body().to_string(),
+            },
+            Replay::Resync => WireReplay::Resync,
+        }
+    }
+}
+
 /// The owner's answer.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -164,6 +177,35 @@ pub(super) struct TakeoverReply {
     /// deliver them again from its buffer.
     #[serde(default)]
     pub delivered: Vec<Uuid>,
+}
+
+/// How many of a session's newest frames are parked (a client further behind than that when
+/// its instance stopped gets a fresh `ready`).
+pub(super) const PARK_FRAMES: usize = 32;
+
+/// A session that a stopping instance with nobody to hand it to wrote to Redis (spec §8.6),
+/// for the next instance to resume. Its frames refer to events stored once per instance.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ParkedSession {
+    pub instance: Uuid,
+    pub user: UserId,
+    pub auth: Option<SessionId>,
+    pub last_seq: u64,
+    pub frames: Vec<ParkedFrame>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) enum ParkedFrame {
+    Event(u64, Uuid),
+    Resync,
+}
+
+/// Everything a stopping instance parks: event bodies by id, and its sessions.
+#[derive(Default)]
+pub(super) struct Parking {
+    pub events: std::collections::HashMap<Uuid, String>,
+    pub sessions: Vec<(Uuid, ParkedSession)>,
 }
 
 /// A registered session: `ready` resolves once its user's state is loaded (`None` when it
@@ -1045,17 +1087,7 @@ impl Hub {
         if let Some(conn) = &session.conn {
             conn.close(Close::REPLACED);
         }
-        let frames = entries
-            .into_iter()
-            .map(|e| match e {
-                Replay::Event { seq, event, .. } => WireReplay::Event {
-                    seq,
-                    id: event.id,
-                    body: event.body().to_string(),
-                },
-                Replay::Resync => WireReplay::Resync,
-            })
-            .collect();
+        let frames = entries.into_iter().map(WireReplay::from).collect();
         let reply = TakeoverReply {
             request_id: req.request_id,
             ok: true,
@@ -1073,6 +1105,88 @@ impl Hub {
         )));
         self.destroy_session(fx, req.session_id, false);
         reply
+    }
+
+    /// A stopping instance with nobody to hand its sessions to: every session, with its newest
+    /// frames, leaves the hub for Redis (its registry entry stays for the next instance).
+    pub fn park_all(&mut self, fx: &mut Effects, instance: Uuid) -> Parking {
+        let mut parking = Parking::default();
+        let sids: Vec<Uuid> = self.sessions.keys().copied().collect();
+        for sid in sids {
+            let Some(session) = self.sessions.get(&sid) else {
+                continue;
+            };
+            if session.pending.is_some() {
+                continue; // Being taken over from elsewhere: nothing to park yet.
+            }
+            let frames = session
+                .tail(PARK_FRAMES)
+                .map(|entry| match entry {
+                    Replay::Event { seq, event, .. } => {
+                        parking
+                            .events
+                            .entry(event.id)
+                            .or_insert_with(|| event.body().to_string());
+                        ParkedFrame::Event(*seq, event.id)
+                    }
+                    Replay::Resync => ParkedFrame::Resync,
+                })
+                .collect();
+            let parked = ParkedSession {
+                instance,
+                user: session.user,
+                auth: session.auth,
+                last_seq: session.seq,
+                frames,
+            };
+            parking.sessions.push((sid, parked));
+            self.destroy_session(fx, sid, false);
+        }
+        parking
+    }
+
+    /// Resumes a parked session into the placeholder `sid` (as a take-over would): `bodies`
+    /// holds the parked events its frames refer to.
+    pub fn complete_unpark(
+        &mut self,
+        fx: &mut Effects,
+        sid: Uuid,
+        parked: ParkedSession,
+        bodies: &std::collections::HashMap<Uuid, String>,
+        seq: u64,
+        conn: &Arc<Conn>,
+    ) -> Result<u64, InvalidReason> {
+        let now = Instant::now();
+        let mut entries = Vec::with_capacity(parked.frames.len());
+        for frame in parked.frames {
+            entries.push(match frame {
+                ParkedFrame::Event(seq, id) => {
+                    // A frame whose event is gone cannot be replayed: no silent gap.
+                    let event = bodies
+                        .get(&id)
+                        .and_then(|b| Event::from_body(id, b.clone()))
+                        .ok_or(InvalidReason::SeqOutOfRange)?;
+                    Replay::Event {
+                        seq,
+                        at: now,
+                        event: Arc::new(event),
+                    }
+                }
+                ParkedFrame::Resync => Replay::Resync,
+            });
+        }
+        let mut scratch = Session::new(sid, parked.user, parked.auth, None);
+        scratch.restore(parked.last_seq, entries);
+        let replay = scratch.replay_after(seq).ok_or(InvalidReason::SeqOutOfRange)?;
+        let reply = TakeoverReply {
+            request_id: Uuid::nil(),
+            ok: true,
+            reason: None,
+            last_seq: parked.last_seq,
+            frames: replay.into_iter().map(WireReplay::from).collect(),
+            delivered: scratch.delivered_ids(seq),
+        };
+        self.complete_takeover(fx, sid, reply, conn)
     }
 
     /// The new owner's side (spec §8.5 step 5): replay what the old owner handed over, then the

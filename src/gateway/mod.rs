@@ -348,6 +348,17 @@ impl Gateway {
         if !self.loaded(added).await {
             return fail(InvalidReason::Unknown);
         }
+        // The owner stopped with nobody to hand its sessions to and parked them in Redis.
+        if let Some((parked, bodies)) = inner.shared.unpark(sid).await {
+            if parked.user != auth.user_id {
+                return fail(InvalidReason::UserMismatch);
+            }
+            let done = inner.with_hub(|hub, fx| hub.complete_unpark(fx, sid, parked, &bodies, seq, conn));
+            return match done {
+                Ok(replayed) => Ok(Resumed { replayed }),
+                Err(reason) => fail(reason),
+            };
+        }
         // 3. Ask the owner; 6. give up after 2 s.
         let request_id = Uuid::now_v7();
         let (tx, rx) = oneshot::channel();
@@ -459,22 +470,41 @@ impl Gateway {
         loop {
             let sessions = inner.lock().session_count();
             let now = tokio::time::Instant::now();
-            if sessions == 0 || now >= deadline {
+            if sessions == 0 {
                 return;
+            }
+            if now >= deadline {
+                return self.park().await;
             }
             // Looked up once a second: an instance started during the drain can still take over.
             if now >= next_look {
                 if !inner.shared.others_alive(inner.instance).await {
                     tracing::info!(
                         sessions,
-                        "no other instance is alive to resume this instance's sessions"
+                        "no other instance is alive to take this instance's sessions over; parking them"
                     );
-                    return;
+                    return self.park().await;
                 }
                 next_look = now + Duration::from_secs(1);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+impl Gateway {
+    /// Writes the sessions still here to Redis, so that the next instance to start (or any
+    /// other) resumes them with their replay.
+    async fn park(&self) {
+        let inner = &self.inner;
+        let parking = inner.with_hub(|hub, fx| hub.park_all(fx, inner.instance));
+        let window = inner.config.ws_resume_window;
+        let parked = inner.shared.park(&parking, inner.instance, window).await;
+        tracing::info!(
+            sessions = parked,
+            events = parking.events.len(),
+            "parked sessions in Redis for the next instance"
+        );
     }
 }
 

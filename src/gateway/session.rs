@@ -412,6 +412,11 @@ impl Session {
         Some(out)
     }
 
+    /// The newest `n` ring entries, oldest first.
+    pub fn tail(&self, n: usize) -> impl Iterator<Item = &Replay> {
+        self.ring.iter().skip(self.ring.len().saturating_sub(n))
+    }
+
     /// Ids of the events still held with `seq` ≤ `seq` (already delivered to the client).
     pub fn delivered_ids(&self, seq: u64) -> Vec<Uuid> {
         self.ring

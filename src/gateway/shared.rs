@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
+use super::hub::{ParkedFrame, ParkedSession, Parking};
 use crate::functions::ids::{ChannelId, SessionId, UserId};
 
 /// TTL of an attached session's registry entry; the owner refreshes it well before.
@@ -189,6 +190,93 @@ impl Shared {
                 tracing::warn!(error = %e, "session registry refresh failed");
             }
         }
+    }
+
+    // ----- parked sessions (a lone instance that stops, spec §8.6) --------------------------
+
+    fn parked_key(&self, sid: Uuid) -> String {
+        self.key(&format!("ws:parked:{sid}"))
+    }
+
+    fn parked_events_key(&self, instance: Uuid) -> String {
+        self.key(&format!("ws:parked-events:{instance}"))
+    }
+
+    /// Writes a stopping instance's sessions and their events, kept for `ttl`; returns how
+    /// many sessions were written.
+    pub(super) async fn park(&self, parking: &Parking, instance: Uuid, ttl: Duration) -> usize {
+        let Some(conn) = &self.redis else { return 0 };
+        let events: Vec<(String, &str)> = parking
+            .events
+            .iter()
+            .map(|(id, body)| (id.to_string(), body.as_str()))
+            .collect();
+        let events_key = self.parked_events_key(instance);
+        for chunk in events.chunks(500) {
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSET").arg(&events_key);
+            for (id, body) in chunk {
+                pipe.arg(id).arg(*body);
+            }
+            pipe.ignore().cmd("PEXPIRE").arg(&events_key).arg(ms(ttl)).ignore();
+            let mut conn = conn.clone();
+            if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+                tracing::warn!(error = %e, "parking events failed; those sessions cannot be resumed");
+                return 0;
+            }
+        }
+        let mut written = 0;
+        for chunk in parking.sessions.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for (sid, parked) in chunk {
+                let Ok(json) = serde_json::to_string(parked) else {
+                    continue;
+                };
+                pipe.cmd("SET")
+                    .arg(self.parked_key(*sid))
+                    .arg(json)
+                    .arg("PX")
+                    .arg(ms(ttl))
+                    .ignore();
+            }
+            let mut conn = conn.clone();
+            match pipe.query_async::<()>(&mut conn).await {
+                Ok(()) => written += chunk.len(),
+                Err(e) => tracing::warn!(error = %e, "parking sessions failed"),
+            }
+        }
+        written
+    }
+
+    /// Takes a parked session (once: the first resume wins) with the bodies of its events.
+    pub(super) async fn unpark(&self, sid: Uuid) -> Option<(ParkedSession, HashMap<Uuid, String>)> {
+        let conn = self.redis.as_ref()?;
+        let mut conn = conn.clone();
+        let json: Option<String> = redis::cmd("GETDEL")
+            .arg(self.parked_key(sid))
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        let parked: ParkedSession = serde_json::from_str(&json?).ok()?;
+        let ids: Vec<Uuid> = parked
+            .frames
+            .iter()
+            .filter_map(|f| match f {
+                ParkedFrame::Event(_, id) => Some(*id),
+                ParkedFrame::Resync => None,
+            })
+            .collect();
+        let mut bodies = HashMap::new();
+        if !ids.is_empty() {
+            let found: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(self.parked_events_key(parked.instance))
+                .arg(ids.iter().map(Uuid::to_string).collect::<Vec<_>>())
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            bodies.extend(ids.into_iter().zip(found).filter_map(|(id, b)| Some((id, b?))));
+        }
+        Some((parked, bodies))
     }
 
     pub async fn lookup(&self, sid: Uuid) -> Option<Entry> {

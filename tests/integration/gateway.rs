@@ -1271,3 +1271,53 @@ async fn a_connect_costs_at_most_two_queries() {
     let warm = logs.take_queries();
     assert_eq!(warm.len(), 1, "second connect: {warm:#?}");
 }
+
+/// A lone instance that stops (graceful) has nobody to hand its sessions to: it parks them in
+/// Redis, and the next instance resumes them with the frames the client had not read — nothing
+/// lost across the restart. A client too far behind, or on another user's token, does not.
+#[tokio::test]
+async fn a_lone_instance_restart_keeps_sessions_resumable() {
+    let mut app = TestApp::spawn().await;
+    let owner = app.register("Owner").await;
+    let alice = app.register("Alice").await;
+    let bob = app.register("Bob").await;
+    let (sid, general) = space(&app, &owner, &[&alice, &bob]).await;
+    let mut a = app.ws_auth(&alice).await;
+    let mut b = app.ws_auth(&bob).await;
+    let m1 = send(&app, &owner, &sid, &general, "read before the stop").await;
+    assert_eq!(id(&a.expect("messages.onCreate").await.data), m1);
+    assert_eq!(id(&b.expect("messages.onCreate").await.data), m1);
+    let seen = a.seq;
+    // Sent before the stop but not read by Alice's client: it must be replayed.
+    let m2 = send(&app, &owner, &sid, &general, "unread at the stop").await;
+    assert_eq!(id(&b.expect("messages.onCreate").await.data), m2);
+    let (alice_session, bob_session) = (a.session_id.clone().unwrap(), b.session_id.clone().unwrap());
+    let bob_seen = b.seq;
+
+    app.begin_shutdown();
+    assert!(app.stopped(LONG).await, "the instance did not stop");
+    let next = app.spawn_peer().await;
+
+    // Bob's token cannot take Alice's session; Alice's can, with the unread frame replayed.
+    let mut wrong = next.ws_open("").await;
+    let (_, r) = wrong.resume(&bob.access, &alice_session, seen).await;
+    assert_eq!(r.op, "invalidSession", "{r:?}");
+    let mut a2 = next.ws_open("").await;
+    let (replayed, r) = a2.resume(&alice.access, &alice_session, seen).await;
+    assert_eq!(r.op, "resumed", "{r:?}");
+    assert_eq!(replayed.iter().map(|f| id(&f.data)).collect::<Vec<_>>(), [m2]);
+    let mut b2 = next.ws_open("").await;
+    let (replayed, r) = b2.resume(&bob.access, &bob_session, bob_seen).await;
+    assert_eq!(r.op, "resumed", "{r:?}");
+    assert!(replayed.is_empty(), "{replayed:?}");
+
+    // Both are live on the new instance; a parked session resumes once only.
+    let m3 = send(&next, &owner, &sid, &general, "after the restart").await;
+    assert_eq!(id(&a2.expect("messages.onCreate").await.data), m3);
+    assert_eq!(id(&b2.expect("messages.onCreate").await.data), m3);
+    let last = a2.seq;
+    a2.kill();
+    let mut again = next.ws_open("").await;
+    let (_, r) = again.resume(&alice.access, &alice_session, last).await;
+    assert_eq!(r.op, "resumed", "the session lives on the new instance now: {r:?}");
+}
