@@ -177,20 +177,29 @@ pub async fn list(
     Ok(rows.into_iter().map(MessageRow::into_ext).collect())
 }
 
+// History statements are written once per page shape, with the page size as a literal
+// (clamped to 1–100 by the caller): PostgreSQL then settles on one generic plan per statement,
+// whose index condition holds both the channel and the cursor. With `($2 IS NULL OR id < $2)`
+// or `LIMIT $n` it re-planned every execution (planning was 60 % of a page's database time).
+
 async fn newest_before(
     db: impl PgExecutor<'_>,
     channel: ChannelId,
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<MessageRow>, Error> {
-    let mut rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} WHERE {IN_CHANNEL} AND ($2::uuid IS NULL OR m.id < $2) ORDER BY m.channel_id DESC, m.id DESC LIMIT $3"
-    )))
-    .bind(channel)
-    .bind(before)
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
+    let limit = limit.clamp(0, 1000);
+    let query = match before {
+        Some(_) => {
+            format!("{SELECT} WHERE {IN_CHANNEL} AND m.id < $2 ORDER BY m.channel_id DESC, m.id DESC LIMIT {limit}")
+        }
+        None => format!("{SELECT} WHERE {IN_CHANNEL} ORDER BY m.channel_id DESC, m.id DESC LIMIT {limit}"),
+    };
+    let mut q = sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(query)).bind(channel);
+    if let Some(before) = before {
+        q = q.bind(before);
+    }
+    let mut rows = q.fetch_all(db).await?;
     rows.reverse();
     Ok(rows)
 }
@@ -202,13 +211,13 @@ async fn oldest_after(
     inclusive: bool,
     limit: i64,
 ) -> Result<Vec<MessageRow>, Error> {
+    let limit = limit.clamp(0, 1000);
+    let op = if inclusive { ">=" } else { ">" };
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} WHERE {IN_CHANNEL} AND (m.id > $2 OR ($3 AND m.id = $2)) ORDER BY m.channel_id, m.id LIMIT $4"
+        "{SELECT} WHERE {IN_CHANNEL} AND m.id {op} $2 ORDER BY m.channel_id, m.id LIMIT {limit}"
     )))
     .bind(channel)
     .bind(after)
-    .bind(inclusive)
-    .bind(limit)
     .fetch_all(db)
     .await?)
 }
