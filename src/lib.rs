@@ -112,6 +112,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     spawn_janitor(state.clone());
     spawn_media_gc(state.clone());
+    // Before the first request: events published from then on reach the adopted sessions.
+    state.gateway.adopt_parked().await;
     let limits = connection_limits(&state.config);
     let draining = state.clone();
     let app = app(state).map_err(std::io::Error::other)?;

@@ -151,6 +151,26 @@ pub(super) enum WireReplay {
     Resync,
 }
 
+/// The ring entries of parked frames; `None` if an event is missing (a gap must not be
+/// replayed as if there were none).
+fn parked_entries(frames: &[ParkedFrame], bodies: &std::collections::HashMap<Uuid, String>) -> Option<Vec<Replay>> {
+    let now = Instant::now();
+    frames
+        .iter()
+        .map(|frame| match frame {
+            ParkedFrame::Event(seq, id) => {
+                let event = Event::from_body(*id, bodies.get(id)?.clone())?;
+                Some(Replay::Event {
+                    seq: *seq,
+                    at: now,
+                    event: Arc::new(event),
+                })
+            }
+            ParkedFrame::Resync => Some(Replay::Resync),
+        })
+        .collect()
+}
+
 impl From<Replay> for WireReplay {
     fn from(entry: Replay) -> Self {
         match entry {
@@ -1145,6 +1165,26 @@ impl Hub {
         parking
     }
 
+    /// Adopts a parked session as a detached session of this instance (at start, before serving):
+    /// from now on its events reach its ring, and a resume finds it here. `None` when it is
+    /// already held here or one of its frames' events is gone (its client starts afresh).
+    pub fn adopt(
+        &mut self,
+        fx: &mut Effects,
+        sid: Uuid,
+        parked: ParkedSession,
+        bodies: &std::collections::HashMap<Uuid, String>,
+    ) -> Option<Added> {
+        if self.sessions.contains_key(&sid) {
+            return None;
+        }
+        let entries = parked_entries(&parked.frames, bodies)?;
+        let mut session = Session::new(sid, parked.user, parked.auth, None);
+        session.restore(parked.last_seq, entries);
+        fx.push(Effect::Registry(RegistryCmd::Detached(sid, parked.user, parked.auth)));
+        Some(self.add_session(fx, session))
+    }
+
     /// Resumes a parked session into the placeholder `sid` (as a take-over would): `bodies`
     /// holds the parked events its frames refer to.
     pub fn complete_unpark(
@@ -1156,25 +1196,7 @@ impl Hub {
         seq: u64,
         conn: &Arc<Conn>,
     ) -> Result<u64, InvalidReason> {
-        let now = Instant::now();
-        let mut entries = Vec::with_capacity(parked.frames.len());
-        for frame in parked.frames {
-            entries.push(match frame {
-                ParkedFrame::Event(seq, id) => {
-                    // A frame whose event is gone cannot be replayed: no silent gap.
-                    let event = bodies
-                        .get(&id)
-                        .and_then(|b| Event::from_body(id, b.clone()))
-                        .ok_or(InvalidReason::SeqOutOfRange)?;
-                    Replay::Event {
-                        seq,
-                        at: now,
-                        event: Arc::new(event),
-                    }
-                }
-                ParkedFrame::Resync => Replay::Resync,
-            });
-        }
+        let entries = parked_entries(&parked.frames, bodies).ok_or(InvalidReason::SeqOutOfRange)?;
         let mut scratch = Session::new(sid, parked.user, parked.auth, None);
         scratch.restore(parked.last_seq, entries);
         let replay = scratch.replay_after(seq).ok_or(InvalidReason::SeqOutOfRange)?;

@@ -493,6 +493,36 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// Takes over the sessions a stopped instance parked in Redis, before this instance serves
+    /// anything: events published from then on reach their replay rings, so a client that
+    /// resumes later misses nothing. Waits (at most `LOAD_TIMEOUT`) for their subscriptions.
+    pub async fn adopt_parked(&self) {
+        let inner = &self.inner;
+        let (parked, bodies) = inner.shared.unpark_all().await;
+        if parked.is_empty() {
+            return;
+        }
+        let found = parked.len();
+        let added: Vec<Added> = inner.with_hub(|hub, fx| {
+            parked
+                .into_iter()
+                .filter_map(|(sid, p)| hub.adopt(fx, sid, p, &bodies))
+                .collect()
+        });
+        let adopted = added.len();
+        let loaded = tokio::time::timeout(LOAD_TIMEOUT, async {
+            inner.bus.barrier().await;
+            for a in added {
+                if let Some(rx) = a.ready {
+                    let _ = rx.await;
+                }
+            }
+        })
+        .await
+        .is_ok();
+        tracing::info!(found, adopted, loaded, "adopted the sessions a stopped instance parked");
+    }
+
     /// Writes the sessions still here to Redis, so that the next instance to start (or any
     /// other) resumes them with their replay.
     async fn park(&self) {

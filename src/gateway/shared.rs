@@ -248,6 +248,71 @@ impl Shared {
         written
     }
 
+    /// Takes every parked session (each once: GETDEL decides between instances starting
+    /// together) with the bodies of their events.
+    pub(super) async fn unpark_all(&self) -> (Vec<(Uuid, ParkedSession)>, HashMap<Uuid, String>) {
+        let mut sessions = Vec::new();
+        let mut bodies = HashMap::new();
+        let Some(conn) = &self.redis else {
+            return (sessions, bodies);
+        };
+        let mut conn = conn.clone();
+        let pattern = self.parked_key_pattern();
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let page: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await;
+            let Ok((next, found)) = page else { break };
+            keys.extend(found);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for chunk in keys.chunks(500) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("GETDEL").arg(key);
+            }
+            let Ok(values) = pipe.query_async::<Vec<Option<String>>>(&mut conn).await else {
+                continue;
+            };
+            for (key, value) in chunk.iter().zip(values) {
+                let sid = key.rsplit(':').next().and_then(|s| s.parse().ok());
+                let parked = value.and_then(|v| serde_json::from_str::<ParkedSession>(&v).ok());
+                if let (Some(sid), Some(parked)) = (sid, parked) {
+                    sessions.push((sid, parked));
+                }
+            }
+        }
+        let mut instances: Vec<Uuid> = sessions.iter().map(|(_, p)| p.instance).collect();
+        instances.sort();
+        instances.dedup();
+        for instance in instances {
+            let found: redis::RedisResult<HashMap<String, String>> = redis::cmd("HGETALL")
+                .arg(self.parked_events_key(instance))
+                .query_async(&mut conn)
+                .await;
+            for (id, body) in found.unwrap_or_default() {
+                if let Ok(id) = id.parse() {
+                    bodies.insert(id, body);
+                }
+            }
+        }
+        (sessions, bodies)
+    }
+
+    fn parked_key_pattern(&self) -> String {
+        self.key("ws:parked:*")
+    }
+
     /// Takes a parked session (once: the first resume wins) with the bodies of its events.
     pub(super) async fn unpark(&self, sid: Uuid) -> Option<(ParkedSession, HashMap<Uuid, String>)> {
         let conn = self.redis.as_ref()?;

@@ -1297,6 +1297,9 @@ async fn a_lone_instance_restart_keeps_sessions_resumable() {
     app.begin_shutdown();
     assert!(app.stopped(LONG).await, "the instance did not stop");
     let next = app.spawn_peer().await;
+    // The new instance adopted the parked sessions before serving its first request: a message
+    // sent (over HTTP) before the clients come back is kept for them too.
+    let gap = say(&next, &owner, &sid, &general, "before they resume").await;
 
     // Bob's token cannot take Alice's session; Alice's can, with the unread frame replayed.
     let mut wrong = next.ws_open("").await;
@@ -1305,11 +1308,14 @@ async fn a_lone_instance_restart_keeps_sessions_resumable() {
     let mut a2 = next.ws_open("").await;
     let (replayed, r) = a2.resume(&alice.access, &alice_session, seen).await;
     assert_eq!(r.op, "resumed", "{r:?}");
-    assert_eq!(replayed.iter().map(|f| id(&f.data)).collect::<Vec<_>>(), [m2]);
+    assert_eq!(
+        replayed.iter().map(|f| id(&f.data)).collect::<Vec<_>>(),
+        [m2, gap.clone()]
+    );
     let mut b2 = next.ws_open("").await;
     let (replayed, r) = b2.resume(&bob.access, &bob_session, bob_seen).await;
     assert_eq!(r.op, "resumed", "{r:?}");
-    assert!(replayed.is_empty(), "{replayed:?}");
+    assert_eq!(replayed.iter().map(|f| id(&f.data)).collect::<Vec<_>>(), [gap]);
 
     // Both are live on the new instance; a parked session resumes once only.
     let m3 = send(&next, &owner, &sid, &general, "after the restart").await;
@@ -1320,4 +1326,32 @@ async fn a_lone_instance_restart_keeps_sessions_resumable() {
     let mut again = next.ws_open("").await;
     let (_, r) = again.resume(&alice.access, &alice_session, last).await;
     assert_eq!(r.op, "resumed", "the session lives on the new instance now: {r:?}");
+}
+
+/// An instance whose drain time runs out while others are alive parks the sessions nobody took
+/// over; a resume on a running instance then takes the parked session from Redis.
+#[tokio::test]
+async fn a_session_left_at_the_end_of_a_drain_is_parked_and_resumable() {
+    let app = TestApp::builder()
+        .config(|c| c.shutdown_drain = Duration::from_millis(300))
+        .spawn()
+        .await;
+    let mut peer = app.spawn_peer().await;
+    let owner = app.register("Owner").await;
+    let alice = app.register("Alice").await;
+    let (sid, general) = space(&app, &owner, &[&alice]).await;
+    let mut a = peer.ws_auth(&alice).await;
+    let session = a.session_id.clone().unwrap();
+    let m1 = send(&app, &owner, &sid, &general, "read").await;
+    assert_eq!(id(&a.expect("messages.onCreate").await.data), m1);
+    let seen = a.seq;
+    let m2 = send(&app, &owner, &sid, &general, "unread").await;
+    peer.begin_shutdown();
+    assert!(peer.stopped(LONG).await, "the peer did not stop");
+    let mut a2 = app.ws_open("").await;
+    let (replayed, r) = a2.resume(&alice.access, &session, seen).await;
+    assert_eq!(r.op, "resumed", "{r:?}");
+    assert_eq!(replayed.iter().map(|f| id(&f.data)).collect::<Vec<_>>(), [m2]);
+    let m3 = send(&app, &owner, &sid, &general, "after").await;
+    assert_eq!(id(&a2.expect("messages.onCreate").await.data), m3);
 }
