@@ -116,6 +116,7 @@ pub async fn serve(
     state.gateway.adopt_parked().await;
     let limits = connection_limits(&state.config);
     let draining = state.clone();
+    let park = state.clone();
     let app = app(state).map_err(std::io::Error::other)?;
     let drained = async move {
         shutdown.await;
@@ -126,6 +127,8 @@ pub async fn serve(
         tokio::join!(draining.collab.shutdown(), draining.gateway.shutdown());
     };
     server::run(listener, app, limits, drained).await;
+    // Served nothing more from here on: what the drain left is parked for the next instance.
+    park.gateway.park().await;
     Ok(())
 }
 

@@ -470,20 +470,19 @@ impl Gateway {
         loop {
             let sessions = inner.lock().session_count();
             let now = tokio::time::Instant::now();
-            if sessions == 0 {
+            // What is left when the wait ends is parked once the instance stopped serving
+            // (`park`): until then its sessions' rings keep receiving events.
+            if sessions == 0 || now >= deadline {
                 return;
-            }
-            if now >= deadline {
-                return self.park().await;
             }
             // Looked up once a second: an instance started during the drain can still take over.
             if now >= next_look {
                 if !inner.shared.others_alive(inner.instance).await {
                     tracing::info!(
                         sessions,
-                        "no other instance is alive to take this instance's sessions over; parking them"
+                        "no other instance is alive to take this instance's sessions over"
                     );
-                    return self.park().await;
+                    return;
                 }
                 next_look = now + Duration::from_secs(1);
             }
@@ -523,11 +522,18 @@ impl Gateway {
         tracing::info!(found, adopted, loaded, "adopted the sessions a stopped instance parked");
     }
 
-    /// Writes the sessions still here to Redis, so that the next instance to start (or any
-    /// other) resumes them with their replay.
-    async fn park(&self) {
+    /// After the drain, once this instance no longer serves requests (so it publishes nothing
+    /// more): writes the sessions still here to Redis, for the next instance to start (or any
+    /// other) to resume with their replay.
+    pub async fn park(&self) {
         let inner = &self.inner;
-        let parking = inner.with_hub(|hub, fx| hub.park_all(fx, inner.instance));
+        if !inner.bus.is_shared() {
+            return;
+        }
+        let parking = inner.lock().park_all(inner.instance);
+        if parking.sessions.is_empty() {
+            return;
+        }
         let window = inner.config.ws_resume_window;
         let parked = inner.shared.park(&parking, inner.instance, window).await;
         tracing::info!(
