@@ -1263,12 +1263,26 @@ async fn a_connect_costs_at_most_two_queries() {
     // Alice's connect also loads the space's view on this instance (once per space).
     let _a = peer.ws_auth(&alice).await;
     logs.take_queries();
+    // Background jobs (the clean-ups each instance runs at start, in their own transactions)
+    // may land in a window; a connect's own statements are plain reads.
+    let connect = |lines: Vec<String>| -> Vec<String> {
+        let background = [
+            "summary=\"BEGIN",
+            "summary=\"COMMIT",
+            "summary=\"ROLLBACK",
+            "summary=\"DELETE",
+        ];
+        lines
+            .into_iter()
+            .filter(|l| !background.iter().any(|b| l.contains(b)))
+            .collect()
+    };
 
     let _b1 = peer.ws_auth(&bob).await;
-    let cold = logs.take_queries();
+    let cold = connect(logs.take_queries());
     assert_eq!(cold.len(), 2, "first connect: {cold:#?}");
     let _b2 = peer.ws_auth(&bob).await;
-    let warm = logs.take_queries();
+    let warm = connect(logs.take_queries());
     assert_eq!(warm.len(), 1, "second connect: {warm:#?}");
 }
 
