@@ -118,4 +118,12 @@ fn describe() {
         "alterego_push_jobs_dropped_total",
         "Messages whose notifications were dropped because the push queue was full"
     );
+    describe_counter!(
+        "alterego_session_cache_total",
+        "Session checks answered by the session cache (hit) or left to PostgreSQL (miss)"
+    );
+    describe_histogram!(
+        "alterego_send_batch_rows",
+        "Messages written by one group-commit statement (batches of two or more)"
+    );
 }
