@@ -74,11 +74,13 @@ impl From<UserExt> for User {
     }
 }
 
+/// A `UserExt` row's columns (`u` the user, `h` its handle).
+const EXT_COLUMNS: &str = "u.id, u.name, u.avatar, u.description, u.category, h.handle";
+
 pub async fn get_ext(db: impl PgExecutor<'_>, id: UserId) -> Result<Option<UserExt>, Error> {
-    let row = sqlx::query_as::<_, UserExtRow>(
-        "SELECT u.id, u.name, u.avatar, u.description, u.category, h.handle \
-         FROM users u LEFT JOIN handles h ON h.user_id = u.id WHERE u.id = $1",
-    )
+    let row = sqlx::query_as::<_, UserExtRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {EXT_COLUMNS} FROM users u LEFT JOIN handles h ON h.user_id = u.id WHERE u.id = $1"
+    )))
     .bind(id)
     .fetch_optional(db)
     .await?;
@@ -92,11 +94,11 @@ pub async fn get_ext_with_session(
     id: UserId,
     session: SessionId,
 ) -> Result<(SessionState, Option<UserExt>), Error> {
-    let row = sqlx::query(
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT (SELECT revoked_at IS NOT NULL FROM auth_sessions WHERE id = $2 AND user_id = $1) \
-         AS session_revoked, u.id, u.name, u.avatar, u.description, u.category, h.handle \
-         FROM (SELECT) one LEFT JOIN users u ON u.id = $1 LEFT JOIN handles h ON h.user_id = u.id",
-    )
+         AS session_revoked, {EXT_COLUMNS} \
+         FROM (SELECT) one LEFT JOIN users u ON u.id = $1 LEFT JOIN handles h ON h.user_id = u.id"
+    )))
     .bind(id)
     .bind(session)
     .fetch_one(db)

@@ -24,6 +24,20 @@ async fn say(app: &TestApp, user: &TestUser, sid: &str, cid: &str, text: &str) -
     id(&m.body)
 }
 
+/// The ids of the messages in `frames` (a replay), in order.
+fn ids(frames: &[crate::common::ws::Frame]) -> Vec<String> {
+    frames.iter().map(|f| id(&f.data)).collect()
+}
+
+/// The ids of the messages created in `frames` (a replay), in order.
+fn replayed_messages(frames: &[crate::common::ws::Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|f| f.op == "messages.onCreate")
+        .map(|f| id(&f.data))
+        .collect()
+}
+
 /// Sends a message in process, as `messages.create` does after its checks (no rate limit: the
 /// tests that send many messages are about delivery, not the `messages` bucket).
 async fn send(app: &TestApp, user: &TestUser, sid: &str, cid: &str, text: &str) -> String {
@@ -746,7 +760,7 @@ async fn two_instances_share_events_and_hand_sessions_over() {
     let (replayed, resumed) = a2.resume(&alice.access, &session, seen).await;
     assert_eq!(resumed.op, "resumed", "{resumed:?}");
     assert_eq!(resumed.data["replayed"], 4);
-    assert_eq!(replayed.iter().map(|f| id(&f.data)).collect::<Vec<_>>(), sent);
+    assert_eq!(ids(&replayed), sent);
     assert_eq!(
         app.state.gateway.is_attached(uuid::Uuid::parse_str(&session).unwrap()),
         None
@@ -877,7 +891,7 @@ async fn graceful_shutdown_closes_1001_and_sessions_move() {
     let mut a2 = app.ws_open("").await;
     let (replayed, r) = a2.resume(&alice.access, &session, a.seq).await;
     assert_eq!(r.op, "resumed", "{r:?}");
-    assert_eq!(replayed.iter().map(|f| id(&f.data)).collect::<Vec<_>>(), [m2]);
+    assert_eq!(ids(&replayed), [m2]);
 }
 
 // ----- §12.8: presence --------------------------------------------------------------------
@@ -1314,6 +1328,11 @@ async fn a_lone_instance_restart_keeps_sessions_resumable() {
     // The new instance adopted the parked sessions before serving its first request: a message
     // sent (over HTTP) before the clients come back is kept for them too.
     let gap = say(&next, &owner, &sid, &general, "before they resume").await;
+    // Delivery is still authorized for adopted sessions: Bob, removed meanwhile, gets nothing more.
+    next.delete(&format!("/spaces/{sid}/members/{}", bob.id), Some(&owner.access))
+        .await
+        .expect(200, None);
+    let secret = say(&next, &owner, &sid, &general, "after Bob left").await;
 
     // Bob's token cannot take Alice's session; Alice's can, with the unread frame replayed.
     let mut wrong = next.ws_open("").await;
@@ -1322,19 +1341,17 @@ async fn a_lone_instance_restart_keeps_sessions_resumable() {
     let mut a2 = next.ws_open("").await;
     let (replayed, r) = a2.resume(&alice.access, &alice_session, seen).await;
     assert_eq!(r.op, "resumed", "{r:?}");
-    assert_eq!(
-        replayed.iter().map(|f| id(&f.data)).collect::<Vec<_>>(),
-        [m2, gap.clone()]
-    );
+    assert_eq!(replayed_messages(&replayed), [m2, gap.clone(), secret.clone()]);
     let mut b2 = next.ws_open("").await;
     let (replayed, r) = b2.resume(&bob.access, &bob_session, bob_seen).await;
     assert_eq!(r.op, "resumed", "{r:?}");
-    assert_eq!(replayed.iter().map(|f| id(&f.data)).collect::<Vec<_>>(), [gap]);
+    assert_eq!(replayed_messages(&replayed), [gap]);
 
-    // Both are live on the new instance; a parked session resumes once only.
+    // Alice is live on the new instance, Bob hears nothing of the space; a parked session
+    // resumes once only.
     let m3 = send(&next, &owner, &sid, &general, "after the restart").await;
     assert_eq!(id(&a2.expect("messages.onCreate").await.data), m3);
-    assert_eq!(id(&b2.expect("messages.onCreate").await.data), m3);
+    b2.silent(QUIET).await;
     let last = a2.seq;
     a2.kill();
     let mut again = next.ws_open("").await;
@@ -1365,7 +1382,7 @@ async fn a_session_left_at_the_end_of_a_drain_is_parked_and_resumable() {
     let mut a2 = app.ws_open("").await;
     let (replayed, r) = a2.resume(&alice.access, &session, seen).await;
     assert_eq!(r.op, "resumed", "{r:?}");
-    assert_eq!(replayed.iter().map(|f| id(&f.data)).collect::<Vec<_>>(), [m2]);
+    assert_eq!(ids(&replayed), [m2]);
     let m3 = send(&app, &owner, &sid, &general, "after").await;
     assert_eq!(id(&a2.expect("messages.onCreate").await.data), m3);
 }

@@ -42,26 +42,21 @@ pub struct Logs {
 impl Logs {
     /// Captures every `info` and above event of this thread from now on.
     pub fn capture() -> Logs {
-        let buffer = Buffer::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(buffer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        Logs {
-            buffer,
-            _guard: tracing::subscriber::set_default(subscriber),
-        }
+        Logs::install("info")
     }
 
     /// Captures only the SQL statements this thread's server runs (sqlx's `sqlx::query`
     /// events), one line each.
     pub fn capture_queries() -> Logs {
+        Logs::install("sqlx::query=trace")
+    }
+
+    fn install(filter: &str) -> Logs {
         let buffer = Buffer::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(buffer.clone())
             .with_ansi(false)
-            .with_env_filter(tracing_subscriber::EnvFilter::new("sqlx::query=trace"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
             .finish();
         Logs {
             buffer,
