@@ -105,12 +105,13 @@ pub fn id_timestamp(id: Uuid) -> Option<Timestamp> {
 }
 
 /// A message with its author and its attachments: one statement per page rather than a second
-/// one for the attachments (the per-row subquery probes `message_attachments_message_id_idx`).
+/// one for the attachments. The per-row subquery (probing `message_attachments_message_id_idx`)
+/// runs only for messages flagged `has_attachments` (kept by a trigger).
 const SELECT: &str = "SELECT m.id, m.channel_id, m.author_id, m.timestamp, m.edited_timestamp, m.content, \
      u.name, u.avatar, u.description, u.category, \
-     (SELECT json_agg(json_build_object('id', a.id, 'messageId', a.message_id, 'url', a.url, \
+     CASE WHEN m.has_attachments THEN (SELECT json_agg(json_build_object('id', a.id, 'messageId', a.message_id, 'url', a.url, \
              'filename', a.filename, 'contentType', a.content_type, 'size', a.size, 'order', a.\"order\") \
-             ORDER BY a.\"order\") FROM message_attachments a WHERE a.message_id = m.id) AS attachments \
+             ORDER BY a.\"order\") FROM message_attachments a WHERE a.message_id = m.id) END AS attachments \
      FROM messages m LEFT JOIN users u ON u.id = m.author_id";
 
 /// One channel's messages, written so that PostgreSQL reads them in order from the
@@ -265,10 +266,22 @@ pub struct NewMessage {
     pub content: String,
 }
 
-/// The stored rows, with their authors' profiles (no attachments yet).
-const RETURN_STORED: &str = "RETURNING id, channel_id, author_id, timestamp, edited_timestamp, content) \
-     SELECT m.id, m.channel_id, m.author_id, m.timestamp, m.edited_timestamp, m.content, \
-            u.name, u.avatar, u.description, u.category FROM m LEFT JOIN users u ON u.id = m.author_id";
+/// The stored rows, with their authors' profiles (no attachments yet). The authors are looked
+/// up by `authors` (the statement's author parameter) rather than joined on the returned rows:
+/// PostgreSQL cannot estimate a data-modifying CTE and hashed the whole `users` table for every
+/// multi-row insert.
+macro_rules! return_stored {
+    ($authors:literal) => {
+        concat!(
+            "RETURNING id, channel_id, author_id, timestamp, edited_timestamp, content) \
+             SELECT m.id, m.channel_id, m.author_id, m.timestamp, m.edited_timestamp, m.content, \
+                    u.name, u.avatar, u.description, u.category FROM m \
+             LEFT JOIN (SELECT id, name, avatar, description, category FROM users WHERE ",
+            $authors,
+            ") u ON u.id = m.author_id"
+        )
+    };
+}
 
 /// The channel (or the author) was deleted after the caller's access was checked.
 const VANISHED: &[crate::error::ConstraintError] = &[
@@ -279,10 +292,11 @@ const VANISHED: &[crate::error::ConstraintError] = &[
 /// A new message row (its attachments are inserted with [`insert_attachment`]), returned as the
 /// same statement stored it, with its author's profile and no attachments.
 pub async fn insert(db: impl PgExecutor<'_>, m: &NewMessage) -> Result<MessageExt, Error> {
-    let row: MessageRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let row: MessageRow = sqlx::query_as(concat!(
         "WITH m AS (INSERT INTO messages (id, channel_id, author_id, timestamp, content) \
-         VALUES ($1, $2, $3, $4, $5) {RETURN_STORED}"
-    )))
+         VALUES ($1, $2, $3, $4, $5) ",
+        return_stored!("id = $3")
+    ))
     .bind(m.id)
     .bind(m.channel)
     .bind(m.author)
@@ -301,11 +315,11 @@ pub async fn insert_many(db: impl PgExecutor<'_>, rows: &[NewMessage]) -> Result
     let authors: Vec<Uuid> = rows.iter().map(|m| m.author.0).collect();
     let times: Vec<chrono::DateTime<chrono::Utc>> = rows.iter().map(|m| m.at.0).collect();
     let contents: Vec<&str> = rows.iter().map(|m| m.content.as_str()).collect();
-    let stored: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let stored: Vec<MessageRow> = sqlx::query_as(concat!(
         "WITH m AS (INSERT INTO messages (id, channel_id, author_id, timestamp, content) \
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[]) \
-         {RETURN_STORED}"
-    )))
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[]) ",
+        return_stored!("id = ANY($3::uuid[])")
+    ))
     .bind(ids)
     .bind(channels)
     .bind(authors)

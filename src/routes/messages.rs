@@ -92,8 +92,9 @@ async fn search(
     ))
 }
 
-/// The session is checked before any other error is reported (as [`Auth`] does), in the same
-/// round trip as the channel's access when the request is well-formed.
+/// The session is checked before any other error is reported (as [`Auth`] does): from the
+/// session cache, or in the same round trip as the channel's access when the request is
+/// well-formed.
 async fn create(
     State(state): State<AppState>,
     auth: PendingAuth,
@@ -110,16 +111,23 @@ async fn create(
         }
     };
     let mut conn = state.db.acquire().await?;
-    let (auth, found) = match auth.session_id() {
-        Some(session) => {
-            let (state, found) =
+    let (auth, found) = match (auth.cached(&state.sessions), auth.session_id()) {
+        (Some(auth), _) => {
+            let found = entities::access::channel_access(&mut *conn, p.space_id, p.channel_id, auth.user_id).await?;
+            (auth, found)
+        }
+        (None, Some(session)) => {
+            let ticket = state.sessions.ticket();
+            let (session_state, found) =
                 entities::access::session_channel_access(&mut *conn, p.space_id, p.channel_id, auth.user_id, session)
                     .await?;
-            (auth.resolve(state)?, found)
+            let auth = auth.resolve(session_state)?;
+            state.sessions.remember(ticket, &auth);
+            (auth, found)
         }
         // Bots: their generation first, then the channel.
-        None => {
-            let auth = auth.check(&mut *conn).await?;
+        (None, None) => {
+            let auth = auth.check_cached(&mut *conn, &state.sessions).await?;
             let found = entities::access::channel_access(&mut *conn, p.space_id, p.channel_id, auth.user_id).await?;
             (auth, found)
         }

@@ -117,13 +117,21 @@ impl PendingAuth {
 
     /// Reads the grant's state unless `cache` knows it is live.
     pub async fn check_cached(self, db: impl PgExecutor<'_>, cache: &SessionCache) -> Result<Auth, Error> {
-        if cache.is_live(self.user_id, self.grant) {
-            return self.resolve(SessionState::Live);
+        if let Some(auth) = self.cached(cache) {
+            return Ok(auth);
         }
         let ticket = cache.ticket();
         let auth = self.check(db).await?;
         cache.remember(ticket, &auth);
         Ok(auth)
+    }
+
+    /// The caller, when `cache` knows the grant is live.
+    pub fn cached(self, cache: &SessionCache) -> Option<Auth> {
+        cache.is_live(self.user_id, self.grant).then_some(Auth {
+            user_id: self.user_id,
+            grant: self.grant,
+        })
     }
 
     /// The caller, given the grant's state read along with other data.
