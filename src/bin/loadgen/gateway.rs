@@ -23,7 +23,9 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::population::State;
 use crate::report::SharedHistogram;
@@ -304,11 +306,17 @@ pub async fn worker(opts: &Options) -> Result<(), Failure> {
     // run does not collide with the previous run's sockets in TIME_WAIT.
     let start = Instant::now();
     let offset = rand::random::<u16>() as usize;
+    // When the worker ends, every socket closes with 1000, which ends its session on the
+    // server: otherwise the sessions would stay resumable for the resume window and the next
+    // run on the same server would pay for buffering events into them.
+    let (end, ending) = tokio::sync::watch::channel(false);
+    let mut sockets = tokio::task::JoinSet::new();
     for (i, token) in tokens.iter().enumerate() {
         tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / per_second as f64)).await;
         let endpoint = endpoints[(from + i) % endpoints.len()].clone();
         let (token, tally, marker) = (token.clone(), tally.clone(), marker.clone());
-        tokio::spawn(async move {
+        let mut ending = ending.clone();
+        sockets.spawn(async move {
             let (mut ws, id) =
                 match tokio::time::timeout(CONNECT_TIMEOUT, open(&endpoint, source, offset + i, &token)).await {
                     Ok(Ok(opened)) => opened,
@@ -331,7 +339,13 @@ pub async fn worker(opts: &Options) -> Result<(), Failure> {
                 closed_at: None,
             };
             loop {
-                listen(&mut ws, &tally, &marker, &token, &mut session).await;
+                tokio::select! {
+                    () = listen(&mut ws, &tally, &marker, &token, &mut session) => {}
+                    _ = ending.changed() => {
+                        let _ = ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() })).await;
+                        return;
+                    }
+                }
                 let Some(jitter) = jitter else { break };
                 tally.disconnects.fetch_add(1, Ordering::Relaxed);
                 session.closed_at = Some(Instant::now());
@@ -395,6 +409,8 @@ pub async fn worker(opts: &Options) -> Result<(), Failure> {
             "lastBackNs": tally.last_back_ns.load(Ordering::Relaxed),
         }))?;
     }
+    let _ = end.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), sockets.join_all()).await;
     Ok(())
 }
 
