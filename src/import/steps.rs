@@ -658,6 +658,7 @@ async fn messages(cx: &mut Cx<'_>, known: &Known, batch: usize) -> Result<(), Im
             timestamp: convert::timestamp(r.timestamp),
             edited_timestamp: r.edited_timestamp.map(convert::timestamp),
             content: r.content,
+            has_attachments: r.has_attachments,
         })
     })
     .await

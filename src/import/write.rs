@@ -59,6 +59,7 @@ pub struct Message {
     pub timestamp: Timestamp,
     pub edited_timestamp: Option<Timestamp>,
     pub content: String,
+    pub has_attachments: bool,
 }
 
 /// Inserts a batch of messages and their old-id mappings.
@@ -70,10 +71,11 @@ pub async fn messages(conn: &mut PgConnection, batch: &[Message]) -> Result<u64,
     let times: Vec<Timestamp> = batch.iter().map(|m| m.timestamp).collect();
     let edited: Vec<Option<Timestamp>> = batch.iter().map(|m| m.edited_timestamp).collect();
     let contents: Vec<&str> = batch.iter().map(|m| m.content.as_str()).collect();
+    let flagged: Vec<bool> = batch.iter().map(|m| m.has_attachments).collect();
     let written = sqlx::query(
-        "INSERT INTO messages (id, channel_id, author_id, timestamp, edited_timestamp, content) \
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::timestamptz[], $6::text[]) \
-         ON CONFLICT DO NOTHING",
+        "INSERT INTO messages (id, channel_id, author_id, timestamp, edited_timestamp, content, has_attachments) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::timestamptz[], $6::text[], \
+         $7::bool[]) ON CONFLICT DO NOTHING",
     )
     .bind(&ids)
     .bind(&channels)
@@ -81,6 +83,7 @@ pub async fn messages(conn: &mut PgConnection, batch: &[Message]) -> Result<u64,
     .bind(&times)
     .bind(&edited)
     .bind(&contents)
+    .bind(&flagged)
     .execute(&mut *conn)
     .await?
     .rows_affected();

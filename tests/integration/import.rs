@@ -468,6 +468,17 @@ async fn a_mikoto_community_moves_over_intact() {
         );
     }
     assert_eq!(report.get("User").unwrap().written, 9, "{text}");
+    // The flag history pages read attachments by is written with the messages, exactly.
+    let (flagged, mismatched): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE has_attachments), \
+                count(*) FILTER (WHERE has_attachments <> EXISTS \
+                    (SELECT 1 FROM message_attachments a WHERE a.message_id = messages.id)) FROM messages",
+    )
+    .fetch_one(app.db())
+    .await
+    .unwrap();
+    assert!(flagged > 0, "no imported message has attachments");
+    assert_eq!(mismatched, 0, "has_attachments disagrees with message_attachments");
     assert_eq!(
         skipped(
             &report,
