@@ -24,11 +24,12 @@ impl From<DateTime<Utc>> for Timestamp {
 impl Timestamp {
     /// The wire form written digit by digit: chrono's `format` parses its format string on
     /// every call, which was ≈ 6 % of the server's CPU serving history pages (two timestamps
-    /// per message). `None` for years outside 0–9999, which [`Display`] formats through chrono.
+    /// per message). `None` for years outside 0–9999 and for leap seconds, which [`Display`]
+    /// formats through chrono.
     fn wire(&self) -> Option<[u8; 24]> {
         let t = self.0;
         let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
-        let millis = t.nanosecond() / 1_000_000 % 1000;
+        let millis = Some(t.nanosecond()).filter(|n| *n < 1_000_000_000)? / 1_000_000;
         let mut out = *b"0000-00-00T00:00:00.000Z";
         let mut put = |at: usize, width: usize, mut value: u32| {
             for i in (at..at + width).rev() {
@@ -104,8 +105,18 @@ mod tests {
         let leap =
             Timestamp::from(Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 59).unwrap() + TimeDelta::milliseconds(999));
         assert_eq!(leap.to_string(), "2024-02-29T23:59:59.999Z");
-        // Outside 0–9999 chrono formats it.
+        // Outside 0–9999, and a leap second, chrono formats it.
         let far = Timestamp(Utc.with_ymd_and_hms(12345, 6, 7, 8, 9, 10).unwrap());
         assert_eq!(far.to_string(), chrono_form(&far));
+        let leap_second = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_milli_opt(23, 59, 59, 1_500))
+            .unwrap()
+            .and_utc();
+        let leap_second = Timestamp(leap_second);
+        assert_eq!(leap_second.to_string(), chrono_form(&leap_second));
+        assert_eq!(
+            serde_json::to_string(&leap_second).unwrap(),
+            format!("\"{}\"", chrono_form(&leap_second))
+        );
     }
 }

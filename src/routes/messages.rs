@@ -127,7 +127,7 @@ async fn create(
         }
         // Bots: their generation first, then the channel.
         (None, None) => {
-            let auth = auth.check_cached(&mut *conn, &state.sessions).await?;
+            let auth = auth.check_and_remember(&mut *conn, &state.sessions).await?;
             let found = entities::access::channel_access(&mut *conn, p.space_id, p.channel_id, auth.user_id).await?;
             (auth, found)
         }

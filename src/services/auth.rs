@@ -117,9 +117,14 @@ impl PendingAuth {
 
     /// Reads the grant's state unless `cache` knows it is live.
     pub async fn check_cached(self, db: impl PgExecutor<'_>, cache: &SessionCache) -> Result<Auth, Error> {
-        if let Some(auth) = self.cached(cache) {
-            return Ok(auth);
+        match self.cached(cache) {
+            Some(auth) => Ok(auth),
+            None => self.check_and_remember(db, cache).await,
         }
+    }
+
+    /// Reads the grant's state and lets `cache` remember it when live.
+    pub async fn check_and_remember(self, db: impl PgExecutor<'_>, cache: &SessionCache) -> Result<Auth, Error> {
         let ticket = cache.ticket();
         let auth = self.check(db).await?;
         cache.remember(ticket, &auth);
