@@ -112,10 +112,7 @@ async fn create(
     };
     let mut conn = state.db.acquire().await?;
     let (auth, found) = match (auth.cached(&state.sessions), auth.session_id()) {
-        (Some(auth), _) => {
-            let found = entities::access::channel_access(&mut *conn, p.space_id, p.channel_id, auth.user_id).await?;
-            (auth, found)
-        }
+        // A session not known live here: its state and the channel's access in one query.
         (None, Some(session)) => {
             let ticket = state.sessions.ticket();
             let (session_state, found) =
@@ -125,9 +122,12 @@ async fn create(
             state.sessions.remember(ticket, &auth);
             (auth, found)
         }
-        // Bots: their generation first, then the channel.
-        (None, None) => {
-            let auth = auth.check_and_remember(&mut *conn, &state.sessions).await?;
+        // A cached session, or a bot (its generation first), then the channel.
+        (cached, _) => {
+            let auth = match cached {
+                Some(auth) => auth,
+                None => auth.check_and_remember(&mut *conn, &state.sessions).await?,
+            };
             let found = entities::access::channel_access(&mut *conn, p.space_id, p.channel_id, auth.user_id).await?;
             (auth, found)
         }

@@ -1,5 +1,6 @@
 //! Accounts and sessions over HTTP (spec §4.2, §4.17, §6).
 
+use crate::common::fixtures::{contents, space};
 use crate::common::{PASSWORD, TestApp};
 use reqwest::Method;
 use serde_json::json;
@@ -597,23 +598,6 @@ async fn a_revoked_session_is_refused_at_once_on_every_instance() {
     let app = TestApp::spawn().await;
     let peer = app.spawn_peer().await;
     let alice = app.register("Alice").await;
-    let login = |app: &TestApp| {
-        let email = alice.email.clone();
-        let app_url = app.url("/account/login");
-        async move {
-            let r = reqwest::Client::new()
-                .post(app_url)
-                .json(&json!({"email": email, "password": PASSWORD}))
-                .send()
-                .await
-                .expect("login");
-            let body: serde_json::Value = r.json().await.expect("json");
-            (
-                body["accessToken"].as_str().expect("accessToken").to_string(),
-                body["refreshToken"].as_str().expect("refreshToken").to_string(),
-            )
-        }
-    };
     let both = [&app, &peer];
     let ok_everywhere = |token: String| async move {
         for instance in both {
@@ -626,21 +610,15 @@ async fn a_revoked_session_is_refused_at_once_on_every_instance() {
 
     // The cache does answer: a session revoked behind the server's back (no announcement)
     // is still accepted by both instances, which is what the bus announcement is for.
-    let (hidden, _) = login(&app).await;
+    let (hidden, _) = app.login(&alice).await;
     ok_everywhere(hidden.clone()).await;
-    sqlx::query(
-        "UPDATE auth_sessions SET revoked_at = now() \
-         WHERE id = (SELECT id FROM auth_sessions ORDER BY created_at DESC, id DESC LIMIT 1)",
-    )
-    .execute(app.db())
-    .await
-    .expect("revoke behind the server's back");
+    revoke_newest_session_silently(&app).await;
     for instance in both {
         instance.get("/users/me", Some(&hidden)).await.expect(200, None);
     }
 
     // Logout on one instance: the very next request on the other is refused.
-    let (a1, r1) = login(&app).await;
+    let (a1, r1) = app.login(&alice).await;
     ok_everywhere(a1.clone()).await;
     app.post("/account/logout", Some(&a1), json!({"refreshToken": r1}))
         .await
@@ -653,8 +631,8 @@ async fn a_revoked_session_is_refused_at_once_on_every_instance() {
         .expect(401, Some("SessionRevoked"));
 
     // Logout everywhere, made on the peer.
-    let (a2, _) = login(&app).await;
-    let (a3, _) = login(&peer).await;
+    let (a2, _) = app.login(&alice).await;
+    let (a3, _) = peer.login(&alice).await;
     ok_everywhere(a2.clone()).await;
     ok_everywhere(a3.clone()).await;
     peer.call(Method::POST, "/account/logout_all", Some(&a3), None)
@@ -670,7 +648,7 @@ async fn a_revoked_session_is_refused_at_once_on_every_instance() {
     }
 
     // A password change on one instance ends the sessions cached by the other.
-    let (a4, _) = login(&app).await;
+    let (a4, _) = app.login(&alice).await;
     ok_everywhere(a4.clone()).await;
     let changed = peer
         .post(
@@ -685,4 +663,66 @@ async fn a_revoked_session_is_refused_at_once_on_every_instance() {
         .expect(401, Some("SessionRevoked"));
     let fresh = changed.body["accessToken"].as_str().unwrap().to_string();
     ok_everywhere(fresh).await;
+}
+
+/// Message sends take the session from the cache as well: a session revoked on one instance
+/// cannot send through another whose cache held it live — nothing is stored or delivered —
+/// while the cache does answer there (a revocation made behind the server's back still sends).
+#[tokio::test]
+async fn a_revoked_session_cannot_send_through_another_instance() {
+    let app = TestApp::spawn().await;
+    let peer = app.spawn_peer().await;
+    let owner = app.register("Owner").await;
+    let alice = app.register("Alice").await;
+    let (sid, general) = space(&app, &owner, &[&alice]).await;
+    let path = format!("/spaces/{sid}/channels/{general}/messages/");
+    let send = |token: String, text: &'static str| {
+        let (peer, path) = (&peer, path.clone());
+        async move { peer.post(&path, Some(&token), json!({"content": text})).await }
+    };
+    let mut listener = peer.ws_auth(&owner).await;
+
+    // A second session of Alice, cached live by the peer, then revoked in the database only.
+    let (hidden, _) = app.login(&alice).await;
+    send(hidden.clone(), "warms the cache").await.expect(200, None);
+    revoke_newest_session_silently(&app).await;
+    send(hidden, "from the cache").await.expect(200, None);
+
+    // Logout on the first instance: the peer refuses the very next send.
+    send(alice.access.clone(), "before the logout").await.expect(200, None);
+    app.post(
+        "/account/logout",
+        Some(&alice.access),
+        json!({"refreshToken": alice.refresh}),
+    )
+    .await
+    .expect(200, None);
+    send(alice.access.clone(), "after the logout")
+        .await
+        .expect(401, Some("SessionRevoked"));
+
+    let mut heard = Vec::new();
+    for _ in 0..3 {
+        heard.push(listener.expect("messages.onCreate").await.data["content"].clone());
+    }
+    assert_eq!(heard, ["warms the cache", "from the cache", "before the logout"]);
+    listener.silent(std::time::Duration::from_millis(400)).await;
+    let stored = app.get(&path, Some(&owner.access)).await;
+    stored.expect(200, None);
+    assert_eq!(
+        contents(&stored.body),
+        ["warms the cache", "from the cache", "before the logout"]
+    );
+}
+
+/// Revokes the newest auth session in the database only — no bus announcement — to show that
+/// an instance's session cache answers.
+async fn revoke_newest_session_silently(app: &TestApp) {
+    sqlx::query(
+        "UPDATE auth_sessions SET revoked_at = now() \
+         WHERE id = (SELECT id FROM auth_sessions ORDER BY created_at DESC, id DESC LIMIT 1)",
+    )
+    .execute(app.db())
+    .await
+    .expect("revoke behind the server's back");
 }

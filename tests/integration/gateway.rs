@@ -613,8 +613,7 @@ async fn resume_failures_and_replacement() {
 
     // Resuming an attached session replaces its connection (4011).
     let mut c2 = app.ws_open("").await;
-    let (replayed, resumed) = c2.resume(&alice.access, &session, 0).await;
-    assert_eq!(resumed.op, "resumed");
+    let replayed = c2.resumed(&alice.access, &session, 0).await;
     assert_eq!(replayed.len(), 1);
     assert_eq!(c.closed(LONG).await, Some(4011));
 
@@ -721,8 +720,7 @@ async fn slow_consumers_are_closed_with_4010_and_can_resume() {
     assert!(got < published, "the client cannot have had everything: {got}");
     // The session stayed: a resume replays what the socket never delivered.
     let mut again = app.ws_open("").await;
-    let (replayed, r) = again.resume(&alice.access, &session, got).await;
-    assert_eq!(r.op, "resumed", "{r:?}");
+    let replayed = again.resumed(&alice.access, &session, got).await;
     assert_eq!(replayed.len() as u64, published - got);
     assert_eq!(replayed.last().unwrap().data["i"], published - 1);
 }
@@ -773,8 +771,7 @@ async fn two_instances_share_events_and_hand_sessions_over() {
     let bob_session = b.session_id.clone().unwrap();
     let bob_seq = b.seq;
     let mut b2 = app.ws_open("").await;
-    let (_, resumed) = b2.resume(&bob.access, &bob_session, bob_seq).await;
-    assert_eq!(resumed.op, "resumed", "{resumed:?}");
+    b2.resumed(&bob.access, &bob_session, bob_seq).await;
     assert_eq!(b.closed(LONG).await, Some(4011));
     let m4 = say(&peer, &alice, &sid, &general, "still flowing").await;
     assert_eq!(id(&b2.until("messages.onCreate").await.0.data), m4);
@@ -866,8 +863,7 @@ async fn a_lost_bus_connection_means_resync_never_silent_loss() {
     let (_, r) = c2.resume(&reader.access, &session, before_gap - 1).await;
     assert_eq!(r.data["reason"], "seq_out_of_range");
     // From the gap on, the resume replays the resync first.
-    let (replayed, r) = c2.resume(&reader.access, &session, before_gap).await;
-    assert_eq!(r.op, "resumed");
+    let replayed = c2.resumed(&reader.access, &session, before_gap).await;
     let ops: Vec<&str> = replayed.iter().map(|f| f.op.as_str()).collect();
     assert_eq!(ops, ["resync", "messages.onCreate"]);
 }
@@ -889,8 +885,7 @@ async fn graceful_shutdown_closes_1001_and_sessions_move() {
     let m2 = send(&app, &owner, &sid, &general, "two").await;
     // The draining instance still hands its sessions over.
     let mut a2 = app.ws_open("").await;
-    let (replayed, r) = a2.resume(&alice.access, &session, a.seq).await;
-    assert_eq!(r.op, "resumed", "{r:?}");
+    let replayed = a2.resumed(&alice.access, &session, a.seq).await;
     assert_eq!(ids(&replayed), [m2]);
 }
 
@@ -1339,12 +1334,10 @@ async fn a_lone_instance_restart_keeps_sessions_resumable() {
     let (_, r) = wrong.resume(&bob.access, &alice_session, seen).await;
     assert_eq!(r.op, "invalidSession", "{r:?}");
     let mut a2 = next.ws_open("").await;
-    let (replayed, r) = a2.resume(&alice.access, &alice_session, seen).await;
-    assert_eq!(r.op, "resumed", "{r:?}");
+    let replayed = a2.resumed(&alice.access, &alice_session, seen).await;
     assert_eq!(replayed_messages(&replayed), [m2, gap.clone(), secret.clone()]);
     let mut b2 = next.ws_open("").await;
-    let (replayed, r) = b2.resume(&bob.access, &bob_session, bob_seen).await;
-    assert_eq!(r.op, "resumed", "{r:?}");
+    let replayed = b2.resumed(&bob.access, &bob_session, bob_seen).await;
     assert_eq!(replayed_messages(&replayed), [gap]);
 
     // Alice is live on the new instance, Bob hears nothing of the space; a parked session
@@ -1355,8 +1348,8 @@ async fn a_lone_instance_restart_keeps_sessions_resumable() {
     let last = a2.seq;
     a2.kill();
     let mut again = next.ws_open("").await;
-    let (_, r) = again.resume(&alice.access, &alice_session, last).await;
-    assert_eq!(r.op, "resumed", "the session lives on the new instance now: {r:?}");
+    // The session lives on the new instance now.
+    again.resumed(&alice.access, &alice_session, last).await;
 }
 
 /// An instance whose drain time runs out while others are alive parks the sessions nobody took
@@ -1380,8 +1373,7 @@ async fn a_session_left_at_the_end_of_a_drain_is_parked_and_resumable() {
     peer.begin_shutdown();
     assert!(peer.stopped(LONG).await, "the peer did not stop");
     let mut a2 = app.ws_open("").await;
-    let (replayed, r) = a2.resume(&alice.access, &session, seen).await;
-    assert_eq!(r.op, "resumed", "{r:?}");
+    let replayed = a2.resumed(&alice.access, &session, seen).await;
     assert_eq!(ids(&replayed), [m2]);
     let m3 = send(&app, &owner, &sid, &general, "after").await;
     assert_eq!(id(&a2.expect("messages.onCreate").await.data), m3);

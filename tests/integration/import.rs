@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::common::TestApp;
-use crate::common::fixtures::ids;
+use crate::common::fixtures::{contents, ids};
 use crate::common::mikoto::MikotoDb;
 
 const OLD_PASSWORD: &str = "my old mikoto password";
@@ -613,13 +613,7 @@ async fn a_mikoto_community_moves_over_intact() {
     let order = source_order(&src, c.a_general).await;
     let r = app.get(&format!("{base}?limit=5&before={legacy}"), Some(&ann)).await;
     r.expect(200, None);
-    let got: Vec<&str> = r
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
+    let got = contents(&r.body);
     assert_eq!(got, order[495..500].iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(order[500], content);
     app.get(&format!("{base}?before={}", Uuid::new_v4()), Some(&ann))

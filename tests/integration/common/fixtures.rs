@@ -181,3 +181,13 @@ pub async fn befriend(app: &TestApp, a: &TestUser, b: &TestUser) -> String {
     dm.expect(200, None);
     id(&dm.body)
 }
+
+/// The `content` of each message in a list answer, in order.
+pub fn contents(messages: &Value) -> Vec<&str> {
+    messages
+        .as_array()
+        .expect("a list of messages")
+        .iter()
+        .map(|m| m["content"].as_str().expect("content"))
+        .collect()
+}

@@ -400,6 +400,20 @@ impl TestApp {
         self.register_with_password(name, PASSWORD).await
     }
 
+    /// A new auth session of `user` (`account.login`): its access and refresh tokens.
+    pub async fn login(&self, user: &TestUser) -> (String, String) {
+        let r = self
+            .post(
+                "/account/login",
+                None,
+                json!({"email": user.email, "password": user.password}),
+            )
+            .await;
+        r.expect(200, None);
+        let token = |k: &str| r.body[k].as_str().expect("token").to_string();
+        (token("accessToken"), token("refreshToken"))
+    }
+
     /// [`TestApp::register`] with a password other than [`PASSWORD`].
     pub async fn register_with_password(&self, name: &str, password: &str) -> TestUser {
         let email = format!(

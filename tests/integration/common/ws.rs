@@ -259,6 +259,13 @@ impl WsClient {
         }
     }
 
+    /// [`resume`](Self::resume) that must succeed: the replayed frames.
+    pub async fn resumed(&mut self, token: &str, session: &str, seq: u64) -> Vec<Frame> {
+        let (replayed, r) = self.resume(token, session, seq).await;
+        assert_eq!(r.op, "resumed", "{r:?}");
+        replayed
+    }
+
     /// Events (not control frames) logged so far with `op`.
     pub fn events(&self, op: &str) -> Vec<&Frame> {
         self.log.iter().filter(|f| f.op == op).collect()
